@@ -1,0 +1,161 @@
+"""The `genzoo` command line (also `python -m genzoo`, and `torchrun ... -m genzoo train ...`).
+
+    genzoo list
+    genzoo data prepare NAME [--root DIR] [--download]
+    genzoo train FAMILY --dataset NAME [--preset P] [--steps N | --minutes M] [--out RUN_DIR]
+                 [--set key=value ...] [--resume]
+    genzoo sample RUN_DIR [--n N] [--seed S] [--out FILE.png|FILE.npz] [--set sampler.key=value ...]
+
+User errors (unknown names, bad overrides, missing data, corrupt checkpoints) end with a one-line
+message and exit status 2; Ctrl-C during training saves a checkpoint and exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from genzoo.errors import ConfigError, GenzooError, Interrupted
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="genzoo", description="A zoo of image generative models: one trainer, one harness.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("list", help="families, datasets and presets")
+
+    data = sub.add_parser("data", help="prepare datasets offline")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    prep = data_sub.add_parser("prepare", help="make a dataset available (offline importers; --download opts in)")
+    prep.add_argument("name")
+    prep.add_argument("--root", help="data directory (default: $GENZOO_DATA or ~/.cache/genzoo/data)")
+    prep.add_argument("--download", action="store_true", help="allow downloading from the internet")
+
+    tr = sub.add_parser("train", help="train a family (torchrun-aware)")
+    tr.add_argument("family")
+    tr.add_argument("--dataset", help="dataset name (default: the preset's, mnist)")
+    tr.add_argument("--preset", default="quick", help="named preset of the family (default: quick)")
+    budget = tr.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="optimizer steps (train.steps)")
+    budget.add_argument("--minutes", type=float, help="wall-clock budget; the LR schedule is fitted to it")
+    tr.add_argument("--out", help="run directory (default: runs/FAMILY-DATASET)")
+    tr.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides, e.g. train.lr=2e-4")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out")
+    tr.add_argument("--root", help="data directory")
+    tr.add_argument("--download", action="store_true", help="allow downloading the dataset")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    sa = sub.add_parser("sample", help="sample from a trained run (EMA weights)")
+    sa.add_argument("run_dir")
+    sa.add_argument("--n", type=int, default=64)
+    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--out", help="FILE.png (a grid) or FILE.npz (uint8 images, labels); default RUN_DIR/samples.png")
+    sa.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="sampler knobs, e.g. sampler.temperature=0.8")
+    sa.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
+    sa.add_argument("--batch-size", type=int, default=256)
+    sa.add_argument("--device", default="cpu")
+    return p
+
+
+def cmd_list(args) -> None:
+    from genzoo.datasets import DATASETS
+    from genzoo.registry import FAMILIES
+
+    print("families:")
+    for name, fam in FAMILIES.items():
+        print(f"  {name:12s} {fam.description}  [presets: {', '.join(fam.presets)}]")
+    print("datasets:")
+    for name, info in DATASETS.items():
+        c, h, w = info.shape
+        print(f"  {name:14s} {c}x{h}x{w}, {info.num_classes} classes  {info.description}")
+
+
+def cmd_data(args) -> None:
+    from genzoo import datasets
+
+    print(datasets.prepare(args.name, root=args.root, download=args.download))
+
+
+def cmd_train(args) -> None:
+    from genzoo.registry import resolve_config
+    from genzoo.train.distributed import init_distributed, shutdown_distributed
+    from genzoo.train.trainer import pick_device, train
+
+    overrides = list(args.set)
+    if args.steps is not None:
+        overrides.append(f"train.steps={args.steps}")
+    if args.minutes is not None:
+        overrides += [f"train.minutes={args.minutes}", "train.steps=0"]
+    if args.root:
+        overrides.append(f"data.root={args.root}")
+    if args.download:
+        overrides.append("data.download=true")
+    cfg = resolve_config(args.family, dataset=args.dataset, preset=args.preset, overrides=overrides)
+    out = Path(args.out or f"runs/{cfg.family}-{cfg.data.dataset}")
+    import torch
+    dist = init_distributed("cuda" if cfg.train.device.startswith("cuda") or
+                            (cfg.train.device == "auto" and torch.cuda.is_available()) else "cpu")
+    if not dist.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        summary = train(cfg, out, dist=dist, resume=args.resume, progress=not args.no_progress)
+    finally:
+        shutdown_distributed()
+    if dist.is_main:
+        print(f"trained {cfg.family} on {cfg.data.dataset}: {summary['step']} steps in {summary['train_s']:.0f} s "
+              f"({summary['stop']}); run in {out}")
+
+
+def cmd_sample(args) -> None:
+    import numpy as np
+    import torch
+
+    from genzoo.config import apply_overrides
+    from genzoo.evaluation.grid import save_grid, to_uint8
+    from genzoo.runs import open_run
+
+    run = open_run(args.run_dir, ema=not args.raw, device=args.device)
+    if any(not item.startswith("sampler.") for item in args.set):
+        raise ConfigError("genzoo sample takes only sampler.* overrides, e.g. --set sampler.temperature=0.8")
+    apply_overrides(run.config, args.set)
+    K = run.model.num_classes
+    labels = torch.arange(args.n) % K if K else None
+    gen = torch.Generator(args.device).manual_seed(args.seed)
+    chunks = []
+    for i in range(0, args.n, args.batch_size):
+        y = None if labels is None else labels[i:i + args.batch_size].to(args.device)
+        chunks.append(run.model.sample(min(args.batch_size, args.n - i), labels=y, generator=gen,
+                                       **vars(run.config.sampler)).cpu())
+    images = torch.cat(chunks)
+    out = Path(args.out or Path(args.run_dir) / "samples.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".npz":
+        arrays = {"images": to_uint8(images).numpy()}
+        if labels is not None:
+            arrays["labels"] = labels.numpy()
+        np.savez(out, **arrays)
+    elif out.suffix == ".png":
+        save_grid(images, out, nrow=K if K and args.n >= K else None)
+    else:
+        raise ConfigError(f"--out must end in .png or .npz, not {out.suffix!r}")
+    print(f"wrote {args.n} samples of {run.config.family} (step {run.step}) to {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="genzoo: %(message)s")
+    commands = {"list": cmd_list, "data": cmd_data, "train": cmd_train, "sample": cmd_sample}
+    try:
+        commands[args.command](args)
+    except Interrupted as e:
+        print(f"genzoo: {e}", file=sys.stderr)
+        return 130
+    except GenzooError as e:
+        print(f"genzoo: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("genzoo: aborted", file=sys.stderr)
+        return 130
+    return 0

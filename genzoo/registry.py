@@ -1,0 +1,79 @@
+"""The families of the zoo, in one literal dict, and how a run's config is resolved.
+
+Each family module in `genzoo.models` provides:
+    <Name>Config    dataclass of the network / process hyper-parameters
+    SamplerConfig   dataclass of sampling knobs, passed to `model.sample(**knobs)`
+    PRESETS         {"quick": {...}, "standard": {...}, ...} plain override dicts
+    the model class, constructed as `Model(cfg, image_shape=(C, H, W), num_classes=K)`
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from genzoo.config import DataConfig, RunConfig, apply_dict, apply_overrides
+from genzoo.errors import ConfigError
+from genzoo.models import vae
+from genzoo.train.trainer import TrainConfig
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    description: str
+    model: type
+    config: type
+    sampler: type
+    presets: dict[str, dict[str, dict[str, Any]]]
+
+
+FAMILIES: dict[str, Family] = {
+    "vae": Family("vae", "Gaussian VAE: ELBO, beta, IWAE bound, class-conditional option",
+                  vae.VAE, vae.VAEConfig, vae.SamplerConfig, vae.PRESETS),
+}
+
+
+def get_family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ConfigError(f"unknown family {name!r}; choose from: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def resolve_config(family: str, *, dataset: str | None = None, preset: str = "quick",
+                   overrides: list[str] = ()) -> RunConfig:
+    """Defaults -> preset -> `--dataset` -> `--set` overrides, all strict."""
+    fam = get_family(family)
+    if preset not in fam.presets:
+        raise ConfigError(f"unknown preset {preset!r} for {family}; choose from: {', '.join(fam.presets)}")
+    cfg = RunConfig(family=family, model=fam.config(), sampler=fam.sampler(), data=DataConfig(), train=TrainConfig())
+    apply_dict(cfg, fam.presets[preset])
+    if dataset is not None:
+        cfg.data.dataset = dataset
+    apply_overrides(cfg, list(overrides))
+    return cfg
+
+
+def config_from_dict(d: dict) -> RunConfig:
+    """Rebuild a RunConfig from its JSON dict (as saved beside every checkpoint), strictly."""
+    try:
+        fam = get_family(d["family"])
+        cfg = RunConfig(family=d["family"], model=fam.config(), sampler=fam.sampler(), data=DataConfig(),
+                        train=TrainConfig())
+        apply_dict(cfg, {k: d[k] for k in ("model", "sampler", "data", "train")})
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"not a genzoo run config (missing {e})") from None
+    return cfg
+
+
+def load_config_json(text: str) -> RunConfig:
+    try:
+        return config_from_dict(json.loads(text))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"config.json is not valid JSON: {e}") from None
+
+
+def fields_of(obj: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}

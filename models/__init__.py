@@ -1,0 +1,1 @@
+"""Model families (one file each), shared blocks (`layers`) and likelihoods (`distributions`)."""

@@ -1,0 +1,59 @@
+"""Building blocks shared by the families: normalisation, residual blocks, resampling."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 32 groups that divide `channels` (as in the DDPM U-Net)."""
+    groups = min(32, channels)
+    while channels % groups:
+        groups -= 1
+    return nn.GroupNorm(groups, channels)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block: norm -> SiLU -> conv3x3, twice, plus a 1x1 skip if widths differ.
+
+    `emb` (B, E), if given, is projected and added after the first conv (time / class conditioning).
+    """
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int = 0, dropout: float = 0.0):
+        super().__init__()
+        self.norm1, self.conv1 = group_norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, c_out) if emb_dim else None
+        self.norm2, self.conv2 = group_norm(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.dropout = nn.Dropout(dropout)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))  # (B, c_out, H, W)
+        if self.emb is not None and emb is not None:
+            h = h + self.emb(emb)[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class Downsample(nn.Module):
+    """Halve H and W with a strided 3x3 conv (optionally changing the width)."""
+
+    def __init__(self, channels: int, c_out: int | None = None):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, c_out or channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Double H and W: nearest-neighbour then a 3x3 conv (avoids transposed-conv checkerboards)."""
+
+    def __init__(self, channels: int, c_out: int | None = None):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, c_out or channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

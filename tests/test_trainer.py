@@ -1,0 +1,128 @@
+"""The shared trainer: learning, exact resume, accumulation, budgets, and losing nothing on failure."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from genzoo.errors import CheckpointError, ConfigError, TrainingError
+from genzoo.models.vae import VAE
+from genzoo.runs import open_run
+from genzoo.train import checkpoint as ckpt
+from genzoo.train.trainer import lr_at, train
+
+
+def metrics(run):
+    return [json.loads(line) for line in (run / ckpt.METRICS).read_text().splitlines()]
+
+
+def state(run):
+    return ckpt.load_checkpoint(run / ckpt.CHECKPOINT)
+
+
+def test_the_loss_falls(tmp_path):
+    cfg = tiny_config("vae", "train.steps=60", "train.log_every=10", "train.ckpt_every=1000")
+    train(cfg, tmp_path, progress=False)
+    rows = [r for r in metrics(tmp_path) if "loss" in r]
+    assert rows[-1]["loss"] < 0.8 * rows[0]["loss"]
+    assert (tmp_path / "samples" / "step_0000060.png").is_file()
+
+
+def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path):
+    cfg = tiny_config("vae", "train.steps=12", "train.ckpt_every=4")
+    train(cfg, tmp_path / "straight", progress=False)
+    summary = train(cfg, tmp_path / "split", progress=False, stop_after=6)
+    assert summary["step"] == 6 and summary["stop"] == "done"
+    train(cfg, tmp_path / "split", resume=True, progress=False)
+    a, b = state(tmp_path / "straight"), state(tmp_path / "split")
+    assert a["step"] == b["step"] == 12
+    for part in ("model", "ema"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after resume"
+    g = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    sa = open_run(tmp_path / "straight").model.sample(8, generator=g())
+    sb = open_run(tmp_path / "split").model.sample(8, generator=g())
+    assert torch.equal(sa, sb)
+
+
+def test_gradient_accumulation_matches_the_full_batch(tmp_path):
+    from toy_family import register
+    register()
+    full = tiny_config("toy")
+    accum = tiny_config("toy", "train.grad_accum=4")
+    train(full, tmp_path / "full", progress=False)
+    train(accum, tmp_path / "accum", progress=False)
+    a, b = state(tmp_path / "full")["model"], state(tmp_path / "accum")["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    cfg = tiny_config("vae", "train.lr=1.0", "train.warmup_steps=10", "train.min_lr_ratio=0.1")
+    lrs = [lr_at(s, 100, cfg.train) for s in range(101)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[100] == pytest.approx(0.1)
+
+
+def test_a_minutes_budget_stops_on_time_and_fits_the_schedule(tmp_path):
+    cfg = tiny_config("vae", "train.steps=0", "train.minutes=0.03")
+    summary = train(cfg, tmp_path, progress=False)
+    assert summary["stop"] in ("time budget", "done") and 10 <= summary["step"] < 10**6
+    assert summary["train_s"] < 0.03 * 60 + 5
+    assert summary["horizon"] < 10**9, "the LR horizon must be fitted to the measured speed"
+
+
+def test_a_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    cfg = tiny_config("vae", "train.steps=20", "train.ckpt_every=5")
+    real_loss, calls = VAE.loss, {"n": 0}
+
+    def loss_that_explodes(self, batch, phase="main"):
+        calls["n"] += 1
+        out = real_loss(self, batch, phase)
+        if calls["n"] >= 8:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(VAE, "loss", loss_that_explodes)
+    with pytest.raises(TrainingError, match=r"loss became nan .*at step 7.*last good checkpoint"):
+        train(cfg, tmp_path, progress=False)
+    kept = state(tmp_path)
+    assert kept["step"] == 5
+    assert all(torch.isfinite(v).all() for v in kept["model"].values())
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path):
+    cfg = tiny_config("vae", "train.steps=4")
+    train(cfg, tmp_path, progress=False)
+    before = (tmp_path / ckpt.CHECKPOINT).read_bytes()
+    with pytest.raises(ConfigError, match="--resume"):
+        train(cfg, tmp_path, progress=False)
+    assert (tmp_path / ckpt.CHECKPOINT).read_bytes() == before
+
+
+def test_resume_refuses_a_different_model(tmp_path):
+    train(tiny_config("vae", "train.steps=4"), tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="model.z_dim"):
+        train(tiny_config("vae", "train.steps=8", "model.z_dim=8"), tmp_path, resume=True, progress=False)
+
+
+def test_a_corrupt_checkpoint_is_reported_and_left_untouched(tmp_path):
+    cfg = tiny_config("vae", "train.steps=4")
+    train(cfg, tmp_path, progress=False)
+    path = tmp_path / ckpt.CHECKPOINT
+    path.write_bytes(path.read_bytes()[:1000])  # truncated, as after a full disk
+    garbage = path.read_bytes()
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train(tiny_config("vae", "train.steps=8"), tmp_path, resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        open_run(tmp_path)
+    assert path.read_bytes() == garbage
+
+
+def test_checkpoints_load_with_weights_only_and_hold_the_whole_state(tmp_path):
+    train(tiny_config("vae", "train.steps=4"), tmp_path, progress=False)
+    s = torch.load(tmp_path / ckpt.CHECKPOINT, weights_only=True)
+    for key in ("model", "ema", "optimizers", "scaler", "step", "horizon", "consumed", "rng", "config"):
+        assert key in s
+    assert json.loads((tmp_path / ckpt.CONFIG).read_text())["family"] == "vae"

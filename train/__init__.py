@@ -1,0 +1,1 @@
+"""The shared trainer: one loop, EMA, checkpoints, distributed (DDP via torchrun)."""
