@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genzoo.models.distributions import discretized_logistic_log_prob, discretized_logistic_sample, quantize
-from genzoo.models.layers import Downsample, ResBlock, Upsample, group_norm
+from genzoo.models.layers import Downsample, ResBlock, group_norm
 
 
 @dataclass
@@ -32,6 +32,7 @@ class VAEConfig:
     z_dim: int = 16
     beta: float = 1.0  # weight of the KL term in the training loss (1 = the ELBO)
     class_cond: bool = False  # condition encoder and decoder on the label
+    scale: Literal["shared", "pixel"] = "shared"  # decoder scale: one learned per channel (sigma-VAE) or per pixel
     min_log_scale: float = -7.0  # floor of the decoder's log-scale (PixelCNN++)
 
 
@@ -47,8 +48,8 @@ PRESETS = {
              "train": {"steps": 20, "batch_size": 32, "lr": 2e-3, "warmup_steps": 5, "ema_decay": 0.9,
                        "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 16}},
     # real MNIST on 2 CPU cores in a few minutes: recognisable digits of every class
-    "quick": {"model": {"channels": 32, "ch_mult": (1, 2), "z_dim": 16},
-              "train": {"steps": 1500, "batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "ema_decay": 0.995,
+    "quick": {"model": {"channels": 32, "ch_mult": (1, 2), "blocks": 0, "z_dim": 16},
+              "train": {"steps": 1200, "batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "ema_decay": 0.995,
                         "sample_every": 500, "ckpt_every": 500}},
     # one GPU: a wider, deeper model trained longer
     "standard": {"model": {"channels": 64, "ch_mult": (1, 2, 2), "blocks": 2, "z_dim": 32},
@@ -90,9 +91,11 @@ class VAE(nn.Module):
         for i in reversed(range(len(widths))):
             dec += [ResBlock(widths[i], widths[i]) for _ in range(cfg.blocks)]
             if i > 0:
-                dec += [Upsample(widths[i], widths[i - 1]), nn.SiLU()]
+                dec += [nn.ConvTranspose2d(widths[i], widths[i - 1], 4, stride=2, padding=1), nn.SiLU()]
         c = widths[0]
-        self.decoder = nn.Sequential(*dec, group_norm(c), nn.SiLU(), nn.Conv2d(c, 2 * C, 3, padding=1))
+        out_channels = 2 * C if cfg.scale == "pixel" else C
+        self.decoder = nn.Sequential(*dec, group_norm(c), nn.SiLU(), nn.Conv2d(c, out_channels, 3, padding=1))
+        self.log_scale = nn.Parameter(torch.zeros(1, C, 1, 1)) if cfg.scale == "shared" else None
 
     # -- the networks ---------------------------------------------------------------------
     def encode(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,7 +109,11 @@ class VAE(nn.Module):
         if self.label_emb is not None:
             z = torch.cat([z, self.label_emb(y)], dim=1)  # (B, z_dim + emb)
         h = self.dec_in(z).view(z.shape[0], -1, self.h, self.w)
-        mean, log_scale = self.decoder(h).chunk(2, dim=1)  # (B, C, H, W) each
+        out = self.decoder(h)
+        if self.log_scale is not None:  # sigma-VAE (Rybkin et al. 2021): one learned scale per channel
+            mean, log_scale = out, self.log_scale.expand_as(out)  # (B, C, H, W)
+        else:
+            mean, log_scale = out.chunk(2, dim=1)  # (B, C, H, W) each
         return mean, log_scale.clamp(min=self.cfg.min_log_scale)
 
     def _labels(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from genzoo.registry import resolve_config
@@ -17,3 +19,12 @@ def isolated_env(tmp_path_factory, monkeypatch):
 def tiny_config(family: str = "vae", *overrides: str, dataset: str = "synthetic"):
     """The family's `tiny` preset on synthetic data, with extra `--set` overrides."""
     return resolve_config(family, dataset=dataset, preset="tiny", overrides=list(overrides))
+
+
+def require(source, install: str):
+    """Skip a real-data test when its offline source is missing, or fail under GENZOO_REQUIRE_REAL_DATA=1 (CI)."""
+    if source is None:
+        message = f"offline source not installed; run `{install}`"
+        if os.environ.get("GENZOO_REQUIRE_REAL_DATA") == "1":
+            pytest.fail(message)
+        pytest.skip(message)

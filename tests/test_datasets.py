@@ -24,6 +24,8 @@ from genzoo.datasets import DATASETS, ImageData, data_root, download_allowed, lo
 from genzoo.datasets import importers
 from genzoo.errors import DataError
 
+from conftest import require
+
 IDX_DIRS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 
 
@@ -282,14 +284,6 @@ def test_digits_split_and_grey_levels():
 
 
 # ----------------------------------------------------------------------------- real offline sources
-
-def require(source, install):
-    if source is None:
-        message = f"offline source not installed; run `{install}`"
-        if os.environ.get("GENZOO_REQUIRE_REAL_DATA") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-
 
 @pytest.mark.real_data
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])

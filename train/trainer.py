@@ -238,9 +238,50 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
             save_grid(x, out / "samples" / f"step_{step:07d}.png",
                       nrow=model.num_classes if model.num_classes else None)
 
+    def one_step():
+        """One optimizer step of every phase. Logged values stay on the device (no host sync per step)."""
+        nonlocal consumed, first_bad
+        for phase in model.phases:
+            model.zero_grad(set_to_none=True)  # also clears grads another phase left on these params
+            for g in optims[phase].param_groups:
+                g["lr"] = lr_at(step, horizon, tc)
+            loss_sum = torch.zeros((), device=device)
+            for j in range(tc.grad_accum):
+                images, labels = data.batch(order.indices(consumed))
+                consumed += 1
+                batch = Batch(images, labels).to(device, memory_format)
+                sync = wrapped.no_sync() if dist.enabled and j < tc.grad_accum - 1 else contextlib.nullcontext()
+                with sync:
+                    with autocast:
+                        terms = loss_fn(batch, phase)
+                    loss = terms["loss"].float() / tc.grad_accum
+                    scaler.scale(loss).backward()
+                loss_sum += loss.detach()
+                for k, v in terms.items():
+                    key = f"{k}/{phase}" if len(model.phases) > 1 else k
+                    sums[key] = sums.get(key, 0.0) + v.detach().float() / tc.grad_accum
+            scaler.unscale_(optims[phase])
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters_for(phase) if p.grad is not None], tc.grad_clip or float("inf"))
+            sums[f"grad_norm/{phase}"] = sums.get(f"grad_norm/{phase}", 0.0) + grad_norm.detach()
+            bad = ~torch.isfinite(loss_sum) | (~torch.isfinite(grad_norm) & (amp != "fp16"))
+            first_bad = torch.where(bad & (first_bad < 0), step, first_bad)
+            scaler.step(optims[phase])
+            scaler.update()
+
+    def check_finite():
+        """Raise (on every rank alike) if any step since the last check had a non-finite loss or gradient."""
+        if any_rank((first_bad >= 0).float().view(1), dist).item():
+            bad_step = int(first_bad)
+            raise TrainingError(
+                f"the loss became nan or inf at step {bad_step} (grad norm included); nothing after step "
+                f"{bad_step} was saved, the last good checkpoint in {out} is kept. Try a lower train.lr or "
+                f"train.grad_clip, then continue from it with --resume")
+
     # -- the loop ------------------------------------------------------------------------------
     t_start = t_log = time.time()
     sums, n_logged, calibrate_at = {}, 0, step + 10
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
     end = min(horizon, stop_after) if stop_after else horizon
     bar = tqdm(total=horizon, initial=step, disable=not (progress and dist.is_main), unit="step",
                dynamic_ncols=True, desc=f"{cfg.family}/{cfg.data.dataset}")
@@ -252,37 +293,7 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
         if metrics_file:
             closing.callback(metrics_file.close)
         while step < end:
-            for phase in model.phases:
-                model.zero_grad(set_to_none=True)  # also clears grads another phase left on these params
-                for g in optims[phase].param_groups:
-                    g["lr"] = lr_at(step, horizon, tc)
-                loss_sum = torch.zeros((), device=device)
-                for j in range(tc.grad_accum):
-                    images, labels = data.batch(order.indices(consumed))
-                    consumed += 1
-                    batch = Batch(images, labels).to(device, memory_format)
-                    sync = wrapped.no_sync() if dist.enabled and j < tc.grad_accum - 1 else contextlib.nullcontext()
-                    with sync:
-                        with autocast:
-                            terms = loss_fn(batch, phase)
-                        loss = terms["loss"].float() / tc.grad_accum
-                        scaler.scale(loss).backward()
-                    loss_sum += loss.detach()
-                    for k, v in terms.items():
-                        key = f"{k}/{phase}" if len(model.phases) > 1 else k
-                        sums[key] = sums.get(key, 0.0) + float(v.detach()) / tc.grad_accum
-                scaler.unscale_(optims[phase])
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    [p for p in model.parameters_for(phase) if p.grad is not None], tc.grad_clip or float("inf"))
-                sums[f"grad_norm/{phase}"] = sums.get(f"grad_norm/{phase}", 0.0) + float(grad_norm)
-                bad = ~torch.isfinite(loss_sum) | (~torch.isfinite(grad_norm) & (amp != "fp16"))
-                if any_rank(bad.float().view(1).cpu(), dist).item():
-                    raise TrainingError(
-                        f"the {phase} loss became {float(loss_sum):.4g} (grad norm {float(grad_norm):.4g}) at step "
-                        f"{step}; nothing was saved from this step, the last good checkpoint in {out} is kept. "
-                        f"Try a lower train.lr or train.grad_clip, or resume from it with --resume")
-                scaler.step(optims[phase])
-                scaler.update()
+            one_step()
             step += 1
             ema.update(model, step)
             n_logged += 1
@@ -292,10 +303,14 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
                 per_step = (time.time() - t_start) / 10
                 horizon = min(tc.steps or 10**9, int(tc.minutes * 60 / per_step))
                 end, bar.total = (min(horizon, stop_after) if stop_after else horizon), horizon
-            if step % tc.log_every == 0 or step == end:
+            over_time = bool(tc.minutes) and elapsed_before + time.time() - t_start > tc.minutes * 60
+            flags = torch.tensor([float(stop_request.requested), float(over_time)])
+            stop_now, over_time = (any_rank(flags.to(device), dist) > 0).tolist() if dist.enabled else flags.tolist()
+            if step % tc.log_every == 0 or step == end or stop_now or over_time:
+                check_finite()
                 now = time.time()
                 row = {"step": step, "lr": lr_at(step - 1, horizon, tc),
-                       **{k: v / n_logged for k, v in sums.items()},
+                       **{k: float(v) / n_logged for k, v in sums.items()},
                        "img_per_s": n_logged * tc.batch_size / max(now - t_log, 1e-9),
                        "elapsed_s": elapsed_before + now - t_start}
                 bar.set_postfix(loss=f"{row.get('loss', row.get('loss/' + model.phases[0], 0.0)):.4f}",
@@ -305,18 +320,16 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
                     metrics_file.flush()
                 sums, n_logged, t_log = {}, 0, now
             if tc.sample_every and step % tc.sample_every == 0 and step < end:
+                check_finite()
                 grid()
             if step % tc.ckpt_every == 0 and step < end:
+                check_finite()
                 save()
-            over_time = tc.minutes and elapsed_before + time.time() - t_start > tc.minutes * 60
-            flags = any_rank(torch.tensor([float(stop_request.requested), float(bool(over_time))]), dist)
-            if flags[0]:
-                stop_reason = "interrupted"
-                break
-            if flags[1]:
-                stop_reason = "time budget"
+            if stop_now or over_time:
+                stop_reason = "interrupted" if stop_now else "time budget"
                 break
 
+    check_finite()
     save()
     if step >= horizon or stop_reason == "time budget":
         grid()
