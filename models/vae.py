@@ -32,7 +32,7 @@ class VAEConfig:
     z_dim: int = 16
     beta: float = 1.0  # weight of the KL term in the training loss (1 = the ELBO)
     class_cond: bool = False  # condition encoder and decoder on the label
-    scale: Literal["shared", "pixel"] = "shared"  # decoder scale: one learned per channel (sigma-VAE) or per pixel
+    scale: Literal["pixel", "shared"] = "pixel"  # decoder scale: per pixel, or one learned per channel (sigma-VAE)
     min_log_scale: float = -7.0  # floor of the decoder's log-scale (PixelCNN++)
 
 
@@ -48,8 +48,8 @@ PRESETS = {
              "train": {"steps": 20, "batch_size": 32, "lr": 2e-3, "warmup_steps": 5, "ema_decay": 0.9,
                        "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 16}},
     # real MNIST on 2 CPU cores in a few minutes: recognisable digits of every class
-    "quick": {"model": {"channels": 32, "ch_mult": (1, 2), "blocks": 0, "z_dim": 16},
-              "train": {"steps": 1200, "batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "ema_decay": 0.995,
+    "quick": {"model": {"channels": 16, "ch_mult": (1, 2, 4), "blocks": 0, "z_dim": 16, "scale": "pixel"},
+              "train": {"steps": 2100, "batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "ema_decay": 0.995,
                         "sample_every": 500, "ckpt_every": 500}},
     # one GPU: a wider, deeper model trained longer
     "standard": {"model": {"channels": 64, "ch_mult": (1, 2, 2), "blocks": 2, "z_dim": 32},

@@ -55,7 +55,7 @@ def params_in_sync(model: nn.Module, info: DistInfo) -> bool:
     """True when every rank holds bit-identical parameters (checked at the end of a run)."""
     if not info.enabled:
         return True
-    flat = torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])  # on the device (NCCL)
     lo, hi = flat.clone(), flat.clone()
     dist.all_reduce(lo, op=dist.ReduceOp.MIN)
     dist.all_reduce(hi, op=dist.ReduceOp.MAX)
