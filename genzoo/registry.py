@@ -9,7 +9,6 @@ Each family module in `genzoo.models` provides:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +73,3 @@ def load_config_json(text: str) -> RunConfig:
     except json.JSONDecodeError as e:
         raise ConfigError(f"config.json is not valid JSON: {e}") from None
 
-
-def fields_of(obj: Any) -> dict[str, Any]:
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}

@@ -40,7 +40,8 @@ class Toy(nn.Module):
 
     @torch.no_grad()
     def sample(self, n, *, labels=None, generator=None):
-        z = torch.randn(n, self.enc.out_channels, *self.image_shape[1:], generator=generator)
+        device = self.dec.weight.device
+        z = torch.randn(n, self.enc.out_channels, *self.image_shape[1:], generator=generator, device=device)
         return torch.tanh(self.dec(z))
 
 

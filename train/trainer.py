@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -284,7 +285,8 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
     first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
     end = min(horizon, stop_after) if stop_after else horizon
     bar = tqdm(total=horizon, initial=step, disable=not (progress and dist.is_main), unit="step",
-               dynamic_ncols=True, desc=f"{cfg.family}/{cfg.data.dataset}")
+               dynamic_ncols=True, desc=f"{cfg.family}/{cfg.data.dataset}",
+               mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line every 30 s
     metrics_file = open(out / ckpt.METRICS, "a") if dist.is_main else None
     model.train()
     stop_reason = "done"
