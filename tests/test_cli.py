@@ -93,6 +93,15 @@ def test_corrupt_checkpoint_gives_a_clear_error(tmp_path):
     assert (run / ckpt.CHECKPOINT).read_bytes() == b"this is not a checkpoint"
 
 
+def test_a_checkpoint_that_does_not_match_its_config_is_refused(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "vae", "--dataset", "synthetic", "--preset", "tiny", "--out", str(run),
+                 "--no-progress"]) == 0
+    config = (run / ckpt.CONFIG).read_text()
+    (run / ckpt.CONFIG).write_text(config.replace('"z_dim": 4', '"z_dim": 8'))
+    one_line_error(genzoo("sample", str(run)), "does not match the model built from config.json")
+
+
 def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(tmp_path):
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "genzoo", "train", "vae", "--dataset", "synthetic", "--preset", "tiny",
