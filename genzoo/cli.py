@@ -5,6 +5,8 @@
     genzoo train FAMILY --dataset NAME [--preset P] [--steps N | --minutes M] [--out RUN_DIR]
                  [--set key=value ...] [--resume]
     genzoo sample RUN_DIR [--n N] [--seed S] [--out FILE.png|FILE.npz] [--set sampler.key=value ...]
+    genzoo eval RUN_DIR [--n N] [--metrics fd,kid,pr,is,bpd] [--out eval.json]
+    genzoo eval --samples FILE.npz (--dataset NAME | --reference FILE.npz) [--metrics ...]
 
 User errors (unknown names, bad overrides, missing data, corrupt checkpoints) end with a one-line
 message and exit status 2; Ctrl-C during training saves a checkpoint and exits with 130.
@@ -18,6 +20,8 @@ import sys
 from pathlib import Path
 
 from genzoo.errors import ConfigError, GenzooError, Interrupted
+
+METRIC_NAMES = ("fid", "fd", "kid", "pr", "is", "bpd")  # as in genzoo.evaluation.harness.METRICS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,8 +58,29 @@ def _parser() -> argparse.ArgumentParser:
     sa.add_argument("--out", help="FILE.png (a grid) or FILE.npz (uint8 images, labels); default RUN_DIR/samples.png")
     sa.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="sampler knobs, e.g. sampler.temperature=0.8")
     sa.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
+    sa.add_argument("--best", action="store_true", help="use best.pt (lowest in-loop FD) instead of the latest")
     sa.add_argument("--batch-size", type=int, default=256)
     sa.add_argument("--device", default="cpu")
+    ev = sub.add_parser("eval", help="score a run, or a set of samples, with the harness's protocol (JSON)")
+    ev.add_argument("run_dir", nargs="?", help="a training run (its EMA weights are sampled)")
+    ev.add_argument("--samples", help="FILE.npz of uint8 images (N, C, H, W) [+ labels] instead of a run")
+    ev.add_argument("--reference", help="FILE.npz to compare --samples with, instead of a dataset")
+    ev.add_argument("--dataset", help="dataset of --samples (default for a run: the run's)")
+    ev.add_argument("--metrics", help=f"comma-separated from {','.join(METRIC_NAMES)} "
+                                      "(default: fd,kid,pr,is[,bpd] where a domain classifier exists, else fid,kid,pr)")
+    ev.add_argument("--n", type=int, default=5000, help="samples to generate from a run (default 5000)")
+    ev.add_argument("--n-ref", type=int, default=10000, help="reference images (default 10000)")
+    ev.add_argument("--ref-split", default="train", choices=("train", "test"))
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="sampler knobs, e.g. sampler.temperature=0.8")
+    ev.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
+    ev.add_argument("--best", action="store_true", help="use best.pt (lowest in-loop FD) instead of the latest")
+    ev.add_argument("--fid-weights", help="path to the FID Inception weights (else GENZOO_FID_WEIGHTS, caches, package)")
+    ev.add_argument("--download", action="store_true", help="allow downloading FID weights / data")
+    ev.add_argument("--device", default="auto", help="auto (cuda if available) | cpu | cuda")
+    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--out", help="also write the JSON here")
+    ev.add_argument("--no-progress", action="store_true")
     return p
 
 
@@ -116,7 +141,7 @@ def cmd_sample(args) -> None:
     from genzoo.evaluation.grid import save_grid, to_uint8
     from genzoo.runs import open_run
 
-    run = open_run(args.run_dir, ema=not args.raw, device=args.device)
+    run = open_run(args.run_dir, ema=not args.raw, device=args.device, best=args.best)
     if any(not item.startswith("sampler.") for item in args.set):
         raise ConfigError("genzoo sample takes only sampler.* overrides, e.g. --set sampler.temperature=0.8")
     apply_overrides(run.config, args.set)
@@ -143,10 +168,63 @@ def cmd_sample(args) -> None:
     print(f"wrote {args.n} samples of {run.config.family} (step {run.step}) to {out}")
 
 
+def _load_npz(path: str):
+    import numpy as np
+    import torch
+
+    try:
+        with np.load(path) as f:
+            images = torch.from_numpy(f["images"])
+            labels = torch.from_numpy(f["labels"]).long() if "labels" in f else None
+    except (OSError, KeyError, ValueError) as e:
+        raise ConfigError(f"{path}: not a samples file with an 'images' array ({e}); write one with "
+                          f"`genzoo sample RUN --out FILE.npz`") from None
+    return images, labels
+
+
+def cmd_eval(args) -> None:
+    import json
+
+    import torch
+
+    from genzoo.evaluation.classifier import EXTRACTORS
+    from genzoo.evaluation.harness import evaluate_images, evaluate_run
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    common = dict(seed=args.seed, n_ref=args.n_ref, ref_split=args.ref_split, fid_weights=args.fid_weights,
+                  download=args.download, device=device, progress=not args.no_progress)
+    if args.run_dir and (args.samples or args.reference):
+        raise ConfigError("give either RUN_DIR or --samples, not both")
+    if args.run_dir:
+        from genzoo.registry import load_config_json
+        from genzoo.train.checkpoint import CONFIG
+
+        cfg_path = Path(args.run_dir) / CONFIG
+        dataset = load_config_json(cfg_path.read_text()).data.dataset if cfg_path.is_file() else None
+        default = "fd,kid,pr,is,bpd" if dataset in EXTRACTORS else "fid,kid,pr,bpd"
+        result = evaluate_run(args.run_dir, n=args.n, metrics=args.metrics or default, ema=not args.raw, best=args.best,
+                              sampler_overrides=args.set, batch_size=args.batch_size, **common)
+    elif args.samples:
+        images, labels = _load_npz(args.samples)
+        reference = _load_npz(args.reference)[0] if args.reference else None
+        if reference is None and not args.dataset:
+            raise ConfigError("--samples needs --dataset NAME or --reference FILE.npz to compare with")
+        default = "fd,kid,pr,is" if args.dataset in EXTRACTORS else "fid,kid,pr"
+        result = {"samples": args.samples, "dataset": args.dataset, "reference_file": args.reference,
+                  "metrics": evaluate_images(images, dataset=args.dataset, reference=reference, labels=labels,
+                                             metrics=args.metrics or default, **common)}
+    else:
+        raise ConfigError("nothing to evaluate: give RUN_DIR, or --samples FILE.npz with --dataset or --reference")
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="genzoo: %(message)s")
-    commands = {"list": cmd_list, "data": cmd_data, "train": cmd_train, "sample": cmd_sample}
+    commands = {"list": cmd_list, "data": cmd_data, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}
     try:
         commands[args.command](args)
     except Interrupted as e:

@@ -15,7 +15,7 @@ from typing import Any
 
 from genzoo.config import DataConfig, RunConfig, apply_dict, apply_overrides
 from genzoo.errors import ConfigError
-from genzoo.models import vae
+from genzoo.models import gan, vae
 from genzoo.train.trainer import TrainConfig
 
 
@@ -32,6 +32,8 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "vae": Family("vae", "Gaussian VAE: ELBO, beta, IWAE bound, class-conditional option",
                   vae.VAE, vae.VAEConfig, vae.SamplerConfig, vae.PRESETS),
+    "gan": Family("gan", "DCGAN: non-saturating or hinge loss, spectral norm, R1, projection discriminator",
+                  gan.GAN, gan.GANConfig, gan.SamplerConfig, gan.PRESETS),
 }
 
 

@@ -23,14 +23,16 @@ class Run:
     num_classes: int  # of the dataset; model.num_classes is 0 when unconditional
 
 
-def open_run(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> Run:
-    """Rebuild the model from `config.json` and load the checkpoint's EMA (default) or raw weights."""
+def open_run(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu",
+             best: bool = False) -> Run:
+    """Rebuild the model from `config.json` and load the EMA (default) or raw weights of the latest
+    checkpoint, or of `best.pt` (lowest in-loop FD) with best=True."""
     path = Path(run_dir)
     if not (path / ckpt.CONFIG).is_file():
         raise CheckpointError(f"{path} is not a genzoo run (no {ckpt.CONFIG}); train one with "
                               f"`genzoo train FAMILY --dataset NAME --out {path}`")
     cfg = load_config_json((path / ckpt.CONFIG).read_text())
-    state = ckpt.load_checkpoint(path / ckpt.CHECKPOINT)
+    state = ckpt.load_checkpoint(path / (ckpt.BEST if best else ckpt.CHECKPOINT))
     weights = state["ema" if ema else "model"]
     shape, num_classes = tuple(state["image_shape"]), int(state["num_classes"])
     model = get_family(cfg.family).model(cfg.model, image_shape=shape, num_classes=num_classes)

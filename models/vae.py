@@ -60,6 +60,7 @@ PRESETS = {
 
 class VAE(nn.Module):
     phases = ("main",)
+    likelihood = "bound (ELBO)"  # what log_likelihood returns: an upper bound on bits/dim
 
     def __init__(self, cfg: VAEConfig, image_shape: tuple[int, int, int], num_classes: int = 0):
         super().__init__()
@@ -162,6 +163,10 @@ class VAE(nn.Module):
             log_w.append(log_px_z + log_pz - log_qz)  # (B,)
         log_px = torch.logsumexp(torch.stack(log_w), dim=0) - math.log(k)  # (B,)
         return -log_px / (D * math.log(2.0))
+
+    def network_evaluations(self, **knobs) -> int:
+        """Decoder passes per sample."""
+        return 1
 
     @torch.no_grad()
     def reconstruct(self, batch) -> torch.Tensor:

@@ -36,7 +36,7 @@ def test_bad_overrides_are_errors_that_say_what_is_valid(bad, words):
 
 
 def test_unknown_family_and_preset_list_choices():
-    with pytest.raises(ConfigError, match="choose from: vae"):
+    with pytest.raises(ConfigError, match="choose from: vae, gan"):
         resolve_config("vea")
     with pytest.raises(ConfigError, match="choose from: .*quick"):
         resolve_config("vae", preset="huge")

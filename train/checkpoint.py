@@ -4,6 +4,7 @@ A run directory holds
     config.json      the resolved RunConfig (rewritten on resume)
     checkpoint.pt    the latest state: model, EMA, optimizers, grad scaler, step, LR horizon,
                      data position, RNG states, elapsed time
+    best.pt          the same, at the step with the lowest in-loop FD (with train.eval_every)
     metrics.jsonl    one JSON object per log interval
     samples/         EMA sample grids, step_XXXXXXX.png
 """
@@ -21,6 +22,7 @@ from genzoo.errors import CheckpointError
 
 FORMAT = "genzoo-checkpoint/1"
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"  # the checkpoint with the lowest in-loop FD (train.eval_every)
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 

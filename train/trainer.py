@@ -46,6 +46,8 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     weight_decay: float = 0.0
+    phase_lr: tuple[float, ...] = ()  # peak LR per phase in model.phases order (two time-scale rule); () = lr
+    phase_repeats: tuple[int, ...] = ()  # optimizer steps of each phase per step, fresh batch each (e.g. 2,1)
     warmup_steps: int = 100
     schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at the horizon
@@ -60,21 +62,37 @@ class TrainConfig:
     sample_every: int = 500  # EMA sample grid every N steps; 0 = only at the end
     ckpt_every: int = 500
     n_grid: int = 64  # images in each sample grid
+    eval_every: int = 0  # log FD-<classifier> of eval_n EMA samples every N steps and keep best.pt; 0 = off
+    eval_n: int = 1000
 
 
 # keys that may change when a run is resumed (the budget, logging and hardware), all others must match
 RESUMABLE_CHANGES = {"train.steps", "train.minutes", "train.log_every", "train.sample_every", "train.ckpt_every",
-                     "train.device", "train.threads", "train.compile", "data.root", "data.download"}
+                     "train.device", "train.threads", "train.compile", "data.root", "data.download",
+                     "train.eval_every", "train.eval_n"}
 
 
-def lr_at(step: int, horizon: int, tc: TrainConfig) -> float:
-    """Linear warm-up to `lr`, then cosine decay to `lr * min_lr_ratio` at `horizon` (or constant)."""
+def lr_at(step: int, horizon: int, tc: TrainConfig, peak: float | None = None) -> float:
+    """Linear warm-up to `peak` (default `lr`), then cosine decay to `peak * min_lr_ratio` at `horizon`."""
+    peak = tc.lr if peak is None else peak
     if step < tc.warmup_steps:
-        return tc.lr * (step + 1) / tc.warmup_steps
+        return peak * (step + 1) / tc.warmup_steps
     if tc.schedule == "constant":
-        return tc.lr
+        return peak
     progress = min(1.0, (step - tc.warmup_steps) / max(1, horizon - tc.warmup_steps))
-    return tc.lr * (tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return peak * (tc.min_lr_ratio + (1 - tc.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def phase_settings(tc: TrainConfig, phases: tuple[str, ...]) -> dict[str, tuple[float, int]]:
+    """{phase: (peak lr, repeats per step)} from train.phase_lr / train.phase_repeats."""
+    for name, values in (("phase_lr", tc.phase_lr), ("phase_repeats", tc.phase_repeats)):
+        if values and len(values) != len(phases):
+            raise ConfigError(f"train.{name} needs one value per phase {phases}, got {values}")
+    lrs = tc.phase_lr or (tc.lr,) * len(phases)
+    repeats = tc.phase_repeats or (1,) * len(phases)
+    if min(repeats) < 1:
+        raise ConfigError(f"train.phase_repeats must be >= 1, got {repeats}")
+    return {p: (lr, r) for p, lr, r in zip(phases, lrs, repeats)}
 
 
 def pick_device(name: str, dist: DistInfo) -> torch.device:
@@ -189,12 +207,14 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
     model = get_family(cfg.family).model(cfg.model, image_shape=data.shape, num_classes=data.num_classes)
     model = model.to(device, memory_format=memory_format)
     ema = EMA(model, tc.ema_decay)
+    phase_cfg = phase_settings(tc, model.phases)
     optims = {p: torch.optim.AdamW(list(model.parameters_for(p)), lr=tc.lr, betas=(tc.beta1, tc.beta2),
                                    weight_decay=tc.weight_decay, fused=cuda or None) for p in model.phases}
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     if tc.steps <= 0 and tc.minutes <= 0:
         raise ConfigError("set a budget: train.steps > 0 (--steps) or train.minutes > 0 (--minutes)")
     step, horizon, consumed, elapsed_before = 0, tc.steps if tc.steps > 0 else 10**9, 0, 0.0
+    best_fd = float("inf")
     torch.manual_seed(tc.seed + 1000 * dist.rank + 1)  # training noise differs per rank
     if state is not None:
         ckpt.load_model_state(model, state["model"], "model")
@@ -203,7 +223,7 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
             opt.load_state_dict(state["optimizers"][p])
         scaler.load_state_dict(state["scaler"])
         step, horizon, consumed = state["step"], state["horizon"], state["consumed"]
-        elapsed_before = state["elapsed_s"]
+        elapsed_before, best_fd = state["elapsed_s"], state.get("best_fd", float("inf"))
         if dist.is_main:
             ckpt.restore_rng(state["rng"])
         horizon = tc.steps if (tc.steps != saved.train.steps and not tc.minutes) else horizon
@@ -222,15 +242,32 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
         ckpt.atomic_write_text(out / ckpt.CONFIG, cfg.to_json())
     grid_labels = (torch.arange(tc.n_grid, device=device) % model.num_classes) if model.num_classes else None
 
-    def save():
+    evaluator = None
+    if tc.eval_every and dist.is_main:
+        from genzoo.evaluation.harness import InLoopFD
+        evaluator = InLoopFD(cfg.data, device)
+
+    def save(path=ckpt_path):
         if dist.is_main:
-            ckpt.save_checkpoint(ckpt_path, {
+            ckpt.save_checkpoint(path, {
                 "family": cfg.family, "config": cfg.to_json(), "image_shape": list(data.shape),
                 "num_classes": data.num_classes, "step": step, "horizon": horizon,
                 "consumed": consumed, "elapsed_s": elapsed_before + time.time() - t_start,
                 "model": model.state_dict(), "ema": ema.state_dict(),
                 "optimizers": {p: o.state_dict() for p, o in optims.items()}, "scaler": scaler.state_dict(),
-                "rng": ckpt.capture_rng()})
+                "rng": ckpt.capture_rng(), "best_fd": best_fd})
+
+    def evaluate():
+        """Log the in-loop FD of the EMA weights; keep best.pt when it improves."""
+        nonlocal best_fd
+        if evaluator is None:
+            return
+        fd = evaluator(ema.module, tc.eval_n, seed=tc.seed, knobs=vars(cfg.sampler))
+        metrics_file.write(json.dumps({"step": step, "fd": fd, "fd_extractor": evaluator.extractor.name,
+                                       "eval_n": tc.eval_n}) + "\n")
+        if fd < best_fd:
+            best_fd = fd
+            save(out / ckpt.BEST)
 
     def grid():
         if dist.is_main:
@@ -240,35 +277,41 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
                       nrow=model.num_classes if model.num_classes else None)
 
     def one_step():
-        """One optimizer step of every phase. Logged values stay on the device (no host sync per step)."""
-        nonlocal consumed, first_bad
+        """One training step: each phase's optimizer steps. Logged values stay on the device (no host sync)."""
         for phase in model.phases:
-            model.zero_grad(set_to_none=True)  # also clears grads another phase left on these params
+            peak, repeats = phase_cfg[phase]
             for g in optims[phase].param_groups:
-                g["lr"] = lr_at(step, horizon, tc)
-            loss_sum = torch.zeros((), device=device)
-            for j in range(tc.grad_accum):
-                images, labels = data.batch(order.indices(consumed))
-                consumed += 1
-                batch = Batch(images, labels).to(device, memory_format)
-                sync = wrapped.no_sync() if dist.enabled and j < tc.grad_accum - 1 else contextlib.nullcontext()
-                with sync:
-                    with autocast:
-                        terms = loss_fn(batch, phase)
-                    loss = terms["loss"].float() / tc.grad_accum
-                    scaler.scale(loss).backward()
-                loss_sum += loss.detach()
-                for k, v in terms.items():
-                    key = f"{k}/{phase}" if len(model.phases) > 1 else k
-                    sums[key] = sums.get(key, 0.0) + v.detach().float() / tc.grad_accum
-            scaler.unscale_(optims[phase])
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                [p for p in model.parameters_for(phase) if p.grad is not None], tc.grad_clip or float("inf"))
-            sums[f"grad_norm/{phase}"] = sums.get(f"grad_norm/{phase}", 0.0) + grad_norm.detach()
-            bad = ~torch.isfinite(loss_sum) | (~torch.isfinite(grad_norm) & (amp != "fp16"))
-            first_bad = torch.where(bad & (first_bad < 0), step, first_bad)
-            scaler.step(optims[phase])
-            scaler.update()
+                g["lr"] = lr_at(step, horizon, tc, peak)
+            for _ in range(repeats):
+                phase_step(phase, weight=1.0 / (repeats * tc.grad_accum))
+
+    def phase_step(phase: str, weight: float):
+        """One optimizer step of `phase` over grad_accum fresh micro-batches."""
+        nonlocal consumed, first_bad
+        model.zero_grad(set_to_none=True)  # also clears grads another phase left on these params
+        loss_sum = torch.zeros((), device=device)
+        for j in range(tc.grad_accum):
+            images, labels = data.batch(order.indices(consumed))
+            consumed += 1
+            batch = Batch(images, labels).to(device, memory_format)
+            sync = wrapped.no_sync() if dist.enabled and j < tc.grad_accum - 1 else contextlib.nullcontext()
+            with sync:
+                with autocast:
+                    terms = loss_fn(batch, phase)
+                loss = terms["loss"].float() / tc.grad_accum
+                scaler.scale(loss).backward()
+            loss_sum += loss.detach()
+            for k, v in terms.items():
+                key = f"{k}/{phase}" if len(model.phases) > 1 else k
+                sums[key] = sums.get(key, 0.0) + v.detach().float() * weight
+        scaler.unscale_(optims[phase])
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in model.parameters_for(phase) if p.grad is not None], tc.grad_clip or float("inf"))
+        sums[f"grad_norm/{phase}"] = sums.get(f"grad_norm/{phase}", 0.0) + grad_norm.detach() * weight * tc.grad_accum
+        bad = ~torch.isfinite(loss_sum) | (~torch.isfinite(grad_norm) & (amp != "fp16"))
+        first_bad = torch.where(bad & (first_bad < 0), step, first_bad)
+        scaler.step(optims[phase])
+        scaler.update()
 
     def check_finite():
         """Raise (on every rank alike) if any step since the last check had a non-finite loss or gradient."""
@@ -311,7 +354,8 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
             if step % tc.log_every == 0 or step == end or stop_now or over_time:
                 check_finite()
                 now = time.time()
-                row = {"step": step, "lr": lr_at(step - 1, horizon, tc),
+                row = {"step": step, **{f"lr/{p}" if len(phase_cfg) > 1 else "lr": lr_at(step - 1, horizon, tc, peak)
+                                        for p, (peak, _) in phase_cfg.items()},
                        **{k: float(v) / n_logged for k, v in sums.items()},
                        "img_per_s": n_logged * tc.batch_size / max(now - t_log, 1e-9),
                        "elapsed_s": elapsed_before + now - t_start}
@@ -324,6 +368,9 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
             if tc.sample_every and step % tc.sample_every == 0 and step < end:
                 check_finite()
                 grid()
+            if tc.eval_every and step % tc.eval_every == 0:
+                check_finite()
+                evaluate()
             if step % tc.ckpt_every == 0 and step < end:
                 check_finite()
                 save()

@@ -1,0 +1,297 @@
+"""The evaluation harness: every family is scored the same way, from `sample()` and `log_likelihood()`.
+
+    evaluate_images(images, dataset="mnist", metrics=("fd", "kid", "pr"))   a set of samples vs a dataset
+    evaluate_images(images, reference=other_images, metrics=("fid",))       two sets of images
+    evaluate_run("runs/vae-mnist", n=5000)                                  sample a run, then score it
+
+Every number comes with its protocol: metric, extractor and weights sha256, resize, n generated,
+n reference and split, seed, sampler, EMA or raw weights, and whether it is comparable to the
+literature. Reference features are cached per (dataset, split, extractor, resize, n) as .npz.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genzoo.errors import ConfigError
+from genzoo.evaluation import metrics as M
+
+METRICS = ("fid", "fd", "kid", "pr", "is", "bpd")
+REFERENCE_SEED = 0  # the reference subset is the first n of this fixed permutation
+
+
+def cache_dir() -> Path:
+    """$GENZOO_CACHE or ~/.cache/genzoo/eval."""
+    return Path(os.environ.get("GENZOO_CACHE") or Path.home() / ".cache" / "genzoo" / "eval").expanduser()
+
+
+def parse_metrics(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    names = tuple(m.strip() for m in (text.split(",") if isinstance(text, str) else text) if m.strip())
+    unknown = [m for m in names if m not in METRICS]
+    if unknown or not names:
+        raise ConfigError(f"unknown metric(s) {', '.join(unknown) or '(none)'}; choose from: {', '.join(METRICS)}")
+    return names
+
+
+# ----------------------------------------------------------------------------------------
+# feature extractors and cached reference features
+
+
+def domain_extractor(dataset: str | None, device="cpu"):
+    """The project's classifier for `dataset` (FD-<name>), or None when the dataset has none."""
+    from genzoo.evaluation.classifier import EXTRACTORS, load_classifier
+
+    return load_classifier(dataset, device=device) if dataset in EXTRACTORS else None
+
+
+def inception_extractor(weights: str | None = None, download: bool = False, device="cpu"):
+    from genzoo.evaluation.inception import load_inception
+
+    return load_inception(weights, download=download, device=device)
+
+
+def dataset_shape(dataset: str, data_cfg=None) -> tuple[int, int, int]:
+    """(C, H, W) of `dataset` as a run loads it (its data.image_size / data.channels), without loading it."""
+    from genzoo.datasets import DATASETS
+
+    if dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {dataset!r}; choose from: {', '.join(DATASETS)}")
+    c, h, w = DATASETS[dataset].shape
+    if data_cfg is not None and data_cfg.image_size:
+        h = w = data_cfg.image_size
+    if data_cfg is not None and data_cfg.channels:
+        c = data_cfg.channels
+    return c, h, w
+
+
+def reference_images(dataset: str, split: str, n: int, data_cfg=None) -> torch.Tensor:
+    """The first `n` images of a fixed permutation of `dataset`'s split, uint8 (n, C, H, W)."""
+    from genzoo import datasets
+
+    kw = {}
+    if data_cfg is not None:
+        kw = dict(root=data_cfg.root or None, download=data_cfg.download,
+                  image_size=data_cfg.image_size or None, channels=data_cfg.channels or None)
+    data = datasets.load(dataset, split, **kw)
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(REFERENCE_SEED))
+    return data.images[perm[:min(n, len(data))]]
+
+
+def reference_features(extractor, dataset: str, split: str, n: int, data_cfg=None,
+                       progress: bool = False) -> dict[str, np.ndarray]:
+    """{"features", "mu", "sigma"} of the reference set, cached as .npz per (dataset, split, extractor, resize, n)."""
+    shape = "" if data_cfg is None else f"-s{data_cfg.image_size or 0}c{data_cfg.channels or 0}"
+    key = f"{dataset}{shape}-{split}-{extractor.name}-{extractor.sha256[:8]}-{extractor.resize.split()[0]}-n{n}"
+    path = cache_dir() / "reference" / f"{key}.npz"
+    if path.is_file():
+        with np.load(path) as f:
+            return {k: f[k] for k in ("features", "mu", "sigma")}
+    images = reference_images(dataset, split, n, data_cfg)
+    feats = extractor.features(images, progress=progress)
+    mu, sigma = M.feature_stats(feats)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, features=feats.astype(np.float32), mu=mu, sigma=sigma)
+    os.replace(tmp, path)
+    return {"features": feats.astype(np.float32), "mu": mu, "sigma": sigma}
+
+
+# ----------------------------------------------------------------------------------------
+# scoring a set of images
+
+
+def _check_images(images: torch.Tensor, expected: tuple[int, ...] | None, what: str) -> torch.Tensor:
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ConfigError(f"{what} must be uint8 (N, C, H, W) images, got {images.dtype} {tuple(images.shape)}")
+    if expected is not None and tuple(images.shape[1:]) != tuple(expected):
+        raise ConfigError(f"{what} have shape {tuple(images.shape[1:])} but the reference has {tuple(expected)}: "
+                          f"generate at the dataset's size or pass the matching --set data.image_size")
+    return images
+
+
+def evaluate_images(images: torch.Tensor, *, dataset: str | None = None, reference: torch.Tensor | None = None,
+                    metrics=("fd", "kid", "pr", "is"), labels: torch.Tensor | None = None, n_ref: int = 10000,
+                    ref_split: str = "train", data_cfg=None, fid_weights: str | None = None,
+                    download: bool = False, seed: int = 0, device="cpu", progress: bool = False,
+                    protocol: dict | None = None) -> dict:
+    """Score uint8 images against a dataset split (cached reference) or against `reference` images."""
+    metrics = parse_metrics(metrics)
+    if dataset is None and reference is None:
+        raise ConfigError("evaluate against a --dataset or a --reference set of images")
+    domain = domain_extractor(dataset, device) if dataset else None
+    wants_domain = {"fd", "is"} & set(metrics) or ({"kid", "pr"} & set(metrics) and domain is not None)
+    if wants_domain and domain is None:
+        if {"fd", "is"} & set(metrics):
+            from genzoo.evaluation.classifier import EXTRACTORS
+            raise ConfigError(f"fd / is need the project's classifier for the dataset; it exists for "
+                              f"{', '.join(EXTRACTORS)} (not {dataset!r}); use --metrics fid,kid,pr instead")
+    if reference is not None:
+        expected = tuple(_check_images(reference, None, "reference images").shape[1:])
+    else:
+        expected = dataset_shape(dataset, data_cfg)
+    images = _check_images(images, expected, "samples")
+    base = {"n_generated": len(images), "seed": seed, **(protocol or {}),
+            "reference": "given images" if reference is not None else f"{dataset}/{ref_split}"}
+
+    def ref_feats(extractor):
+        if reference is not None:
+            f = extractor.features(reference, progress=progress)
+            return {"features": f, **dict(zip(("mu", "sigma"), M.feature_stats(f)))}
+        return reference_features(extractor, dataset, ref_split, n_ref, data_cfg, progress)
+
+    def proto(extractor, metric, comparable=False):
+        return {"metric": metric, "extractor": extractor.name, "weights_sha256": extractor.sha256,
+                "resize": extractor.resize, **base, "comparable_to_literature": comparable}
+
+    out: dict[str, dict] = {}
+    spaces = {}
+    if "fid" in metrics or ({"kid", "pr"} & set(metrics) and domain is None):
+        spaces["fid"] = inception_extractor(fid_weights, download, device)
+    if domain is not None and ({"fd", "is"} | {"kid", "pr"}) & set(metrics):
+        spaces["fd"] = domain
+    feats = {k: (ex.features(images, progress=progress), ref_feats(ex)) for k, ex in spaces.items()}
+    base["n_reference"] = len(next(iter(feats.values()))[1]["features"]) if feats else 0
+
+    if "fid" in metrics:
+        f, r = feats["fid"]
+        comparable = (dataset == "cifar10" and ref_split == "train" and len(images) >= 50000
+                      and base["n_reference"] >= 50000)
+        out["fid"] = {"value": M.frechet_distance(*M.feature_stats(f), r["mu"], r["sigma"]),
+                      "protocol": proto(spaces["fid"], "FID", comparable)}
+    if "fd" in metrics:
+        f, r = feats["fd"]
+        out["fd"] = {"value": M.frechet_distance(*M.feature_stats(f), r["mu"], r["sigma"]),
+                     "protocol": proto(domain, f"FD-{domain.name}")}
+    space = "fd" if "fd" in feats else "fid"
+    if "kid" in metrics:
+        f, r = feats[space]
+        mean, std = M.kid(r["features"], f, seed=seed)
+        out["kid"] = {"value": mean, "std": std, "protocol": proto(spaces[space], f"KID-{spaces[space].name}")}
+    if "pr" in metrics:
+        f, r = feats[space]
+        p, rc = M.precision_recall(r["features"], f, k=3)
+        out["precision"] = {"value": p, "protocol": proto(spaces[space], f"precision-k3-{spaces[space].name}")}
+        out["recall"] = {"value": rc, "protocol": proto(spaces[space], f"recall-k3-{spaces[space].name}")}
+    if "is" in metrics:
+        probs = domain.probs(images)
+        out["class_score"] = {"value": M.class_score(probs), "protocol": proto(domain, f"class-score-{domain.name}")}
+        hist = np.bincount(probs.argmax(1), minlength=probs.shape[1])
+        out["class_histogram"] = {"value": hist.tolist(), "protocol": proto(domain, "predicted-class-counts")}
+        if labels is not None:
+            acc = float((probs.argmax(1) == labels.numpy()).mean())
+            out["label_accuracy"] = {"value": acc, "protocol": proto(domain, "accuracy-of-requested-labels")}
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# scoring a training run
+
+
+@torch.no_grad()
+def generate(model, n: int, *, seed: int = 0, batch_size: int = 256, device="cpu", knobs=None,
+             progress: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """n uint8 samples (labels cycle through the classes if conditional) and the sampling images/s."""
+    from tqdm.auto import tqdm
+
+    from genzoo.evaluation.grid import to_uint8
+
+    K = model.num_classes
+    labels = torch.arange(n) % K if K else None
+    gen = torch.Generator(device).manual_seed(seed)
+    chunks, t0 = [], time.perf_counter()
+    for i in tqdm(range(0, n, batch_size), disable=not progress, desc="sampling", unit="batch"):
+        y = None if labels is None else labels[i:i + batch_size].to(device)
+        chunks.append(to_uint8(model.sample(min(batch_size, n - i), labels=y, generator=gen, **(knobs or {}))))
+    return torch.cat(chunks), labels, n / (time.perf_counter() - t0)
+
+
+def training_cost(run_dir: Path) -> dict:
+    """Training images/s (median over logged intervals) and seconds, from the run's metrics.jsonl."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+    rates = [r["img_per_s"] for r in rows if "img_per_s" in r]
+    ends = [r for r in rows if r.get("event") == "end"]
+    return {"train_img_per_s": statistics.median(rates) if rates else None,
+            "train_s": ends[-1]["train_s"] if ends else None,
+            "images_seen": ends[-1]["images_seen"] if ends else None}
+
+
+def test_bits_per_dim(model, data_cfg, n: int, batch_size: int = 500, device="cpu") -> float:
+    from genzoo import datasets
+    from genzoo.contract import Batch
+
+    test = datasets.load(data_cfg.dataset, "test", root=data_cfg.root or None, image_size=data_cfg.image_size or None,
+                         channels=data_cfg.channels or None)
+    n = min(n, len(test))
+    torch.manual_seed(0)
+    total = 0.0
+    for i in range(0, n, batch_size):
+        x, y = test.batch(torch.arange(i, min(i + batch_size, n)))
+        total += float(model.log_likelihood(Batch(x.to(device), y.to(device))).sum())
+    return total / n
+
+
+def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "pr", "is", "bpd"), seed: int = 0,
+                 n_ref: int = 10000, ref_split: str = "train", ema: bool = True, best: bool = False,
+                 sampler_overrides=(),
+                 batch_size: int = 256, device="cpu", fid_weights: str | None = None, download: bool = False,
+                 progress: bool = False) -> dict:
+    """Sample `n` images from a run (EMA weights by default), score them, and record cost and protocol."""
+    from genzoo.config import apply_overrides
+    from genzoo.runs import open_run
+
+    metrics = parse_metrics(metrics)
+    run = open_run(run_dir, ema=ema, device=device, best=best)
+    apply_overrides(run.config, [s if s.startswith("sampler.") else f"sampler.{s}" for s in sampler_overrides])
+    knobs = vars(run.config.sampler)
+    if device != "cpu" and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    images, labels, sample_rate = generate(run.model, n, seed=seed, batch_size=batch_size, device=device,
+                                           knobs=knobs, progress=progress)
+    protocol = {"family": run.config.family, "step": run.step, "weights": ("ema" if ema else "raw") + (" best.pt" if best else ""),
+                "sampler": dict(knobs)}
+    image_metrics = tuple(m for m in metrics if m != "bpd")
+    out = {"run": str(run_dir), "family": run.config.family, "dataset": run.config.data.dataset, "step": run.step,
+           "metrics": evaluate_images(images, dataset=run.config.data.dataset, metrics=image_metrics,
+                                      labels=labels, n_ref=n_ref, ref_split=ref_split, data_cfg=run.config.data,
+                                      fid_weights=fid_weights, download=download, seed=seed, device=device,
+                                      progress=progress, protocol=protocol) if image_metrics else {}}
+    if "bpd" in metrics and hasattr(run.model, "log_likelihood"):
+        kind = getattr(run.model, "likelihood", "bound")
+        out["metrics"]["bpd"] = {"value": test_bits_per_dim(run.model, run.config.data, n, device=device),
+                                 "protocol": {"metric": f"bits/dim ({kind})", "reference": f"{run.config.data.dataset}/test",
+                                              "n_reference": n, **protocol, "comparable_to_literature": False}}
+    nfe = run.model.network_evaluations(**knobs) if hasattr(run.model, "network_evaluations") else None
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device != "cpu" and torch.cuda.is_available()
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out["cost"] = {"parameters": sum(p.numel() for p in run.model.parameters()), "sample_img_per_s": sample_rate,
+                   "network_evaluations_per_sample": nfe, "peak_memory_mb": peak,
+                   "peak_memory_kind": "cuda allocated" if device != "cpu" else "process max RSS",
+                   **training_cost(run.path)}
+    return out
+
+
+class InLoopFD:
+    """FD-<classifier> of n EMA samples against the cached train reference: the cheap metric the trainer logs."""
+
+    def __init__(self, data_cfg, device="cpu", n_ref: int = 10000):
+        from genzoo.evaluation.classifier import EXTRACTORS
+
+        self.extractor = domain_extractor(data_cfg.dataset, device)
+        if self.extractor is None:
+            raise ConfigError(f"train.eval_every needs a dataset with a domain classifier ({', '.join(EXTRACTORS)}), "
+                              f"not {data_cfg.dataset!r}; set train.eval_every=0")
+        self.device = device
+        self.ref = reference_features(self.extractor, data_cfg.dataset, "train", n_ref, data_cfg)
+
+    def __call__(self, model, n: int, *, seed: int = 0, knobs=None) -> float:
+        images, _, _ = generate(model, n, seed=seed, device=self.device, knobs=knobs)
+        return M.frechet_distance(*M.feature_stats(self.extractor.features(images)), self.ref["mu"], self.ref["sigma"])

@@ -1,0 +1,126 @@
+"""The evaluation harness: protocol records, cached references, scoring runs and sample files.
+
+Fast: scikit-learn's real 8x8 digits and the project's committed digits classifier.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config
+from genzoo.cli import main
+from genzoo.errors import ConfigError
+from genzoo.evaluation import harness
+from genzoo.train import checkpoint as ckpt
+from genzoo.train.trainer import train
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENZOO_CACHE", str(tmp_path / "cache"))
+
+
+def digits(split="test", n=297):
+    return harness.reference_images("digits", split, n)
+
+
+def test_fd_of_real_images_is_near_the_floor_and_noise_is_far():
+    real = harness.evaluate_images(digits(), dataset="digits", metrics="fd,kid,pr,is")
+    noise = harness.evaluate_images(torch.randint(0, 256, (297, 1, 8, 8), dtype=torch.uint8), dataset="digits",
+                                    metrics="fd,kid,pr,is")
+    assert noise["fd"]["value"] > 20 * real["fd"]["value"]
+    assert noise["kid"]["value"] > 20 * abs(real["kid"]["value"])
+    assert real["precision"]["value"] > 0.7 and real["recall"]["value"] > 0.7
+    assert real["class_score"]["value"] > 8 and sum(real["class_histogram"]["value"]) == 297
+
+
+def test_every_result_records_its_protocol():
+    out = harness.evaluate_images(digits(), dataset="digits", metrics="fd,kid", seed=3)
+    for name in ("fd", "kid"):
+        p = out[name]["protocol"]
+        for key in ("metric", "extractor", "weights_sha256", "resize", "n_generated", "n_reference", "reference",
+                    "seed", "comparable_to_literature"):
+            assert key in p
+        assert p["reference"] == "digits/train" and p["n_generated"] == 297 and p["seed"] == 3
+        assert p["comparable_to_literature"] is False and len(p["weights_sha256"]) == 64
+    assert out["fd"]["protocol"]["metric"].startswith("FD-")
+
+
+def test_reference_features_are_cached_per_protocol(tmp_path, monkeypatch):
+    ex = harness.domain_extractor("digits")
+    first = harness.reference_features(ex, "digits", "train", 500)
+    files = list((tmp_path / "cache" / "reference").glob("*.npz"))
+    assert len(files) == 1 and "digits" in files[0].name and "n500" in files[0].name
+
+    def no_recompute(*a, **k):
+        raise AssertionError("a cached reference must not be recomputed")
+
+    monkeypatch.setattr(type(ex), "features", no_recompute)
+    again = harness.reference_features(ex, "digits", "train", 500)
+    np.testing.assert_array_equal(first["mu"], again["mu"])
+
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(ConfigError, match="shape"):
+        harness.evaluate_images(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), dataset="digits", metrics="fd")
+    with pytest.raises(ConfigError, match="uint8"):
+        harness.evaluate_images(torch.zeros(4, 1, 8, 8), dataset="digits", metrics="fd")
+    with pytest.raises(ConfigError, match="unknown metric"):
+        harness.parse_metrics("fd,fidd")
+    with pytest.raises(ConfigError, match="classifier"):
+        harness.evaluate_images(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), dataset="synthetic", metrics="fd")
+
+
+def test_evaluate_run_is_deterministic_and_reports_cost(tmp_path):
+    cfg = tiny_config("vae", "train.steps=10", "model.ch_mult=1,2", dataset="digits")
+    train(cfg, tmp_path / "run", progress=False)
+    a = harness.evaluate_run(tmp_path / "run", n=120, metrics="fd,is,bpd", n_ref=300)
+    b = harness.evaluate_run(tmp_path / "run", n=120, metrics="fd,is,bpd", n_ref=300)
+    assert a["metrics"]["fd"]["value"] == b["metrics"]["fd"]["value"]
+    assert a["metrics"]["bpd"]["protocol"]["metric"] == "bits/dim (bound (ELBO))"
+    assert a["metrics"]["fd"]["protocol"]["weights"] == "ema" and a["metrics"]["fd"]["protocol"]["step"] == 10
+    cost = a["cost"]
+    assert cost["parameters"] > 0 and cost["sample_img_per_s"] > 0 and cost["network_evaluations_per_sample"] == 1
+    assert cost["train_img_per_s"] > 0 and cost["images_seen"] == 10 * cfg.train.batch_size
+
+
+def test_in_loop_fd_is_logged_and_the_best_checkpoint_kept(tmp_path):
+    cfg = tiny_config("vae", "train.steps=20", "train.eval_every=10", "train.eval_n=200", "model.ch_mult=1,2",
+                      dataset="digits")
+    train(cfg, tmp_path, progress=False)
+    rows = [json.loads(x) for x in (tmp_path / ckpt.METRICS).read_text().splitlines()]
+    fds = [r for r in rows if "fd" in r]
+    assert [r["step"] for r in fds] == [10, 20] and all(r["fd"] > 0 for r in fds)
+    best = ckpt.load_checkpoint(tmp_path / ckpt.BEST)
+    assert best["best_fd"] == min(r["fd"] for r in fds)
+
+
+def test_in_loop_fd_needs_a_classifier(tmp_path):
+    with pytest.raises(ConfigError, match="domain classifier"):
+        train(tiny_config("vae", "train.eval_every=5"), tmp_path, progress=False)
+
+
+def test_cli_eval_of_samples_against_a_dataset_and_against_a_reference(tmp_path, capsys):
+    real = digits().numpy()
+    np.savez(tmp_path / "real.npz", images=real)
+    np.savez(tmp_path / "noise.npz", images=np.random.default_rng(0).integers(0, 256, real.shape, dtype=np.uint8))
+    assert main(["eval", "--samples", str(tmp_path / "real.npz"), "--dataset", "digits", "--metrics", "fd",
+                 "--out", str(tmp_path / "e.json"), "--no-progress"]) == 0
+    saved = json.loads((tmp_path / "e.json").read_text())
+    assert saved["metrics"]["fd"]["value"] < 50
+    capsys.readouterr()
+    assert main(["eval", "--samples", str(tmp_path / "noise.npz"), "--reference", str(tmp_path / "real.npz"),
+                 "--dataset", "digits", "--metrics", "fd,kid", "--no-progress"]) == 0
+    pair = json.loads(capsys.readouterr().out)
+    assert pair["metrics"]["fd"]["protocol"]["reference"] == "given images"
+    assert pair["metrics"]["fd"]["value"] > 20 * saved["metrics"]["fd"]["value"]
+    assert main(["eval", "--samples", str(tmp_path / "real.npz"), "--no-progress"]) == 2
+    assert "--dataset" in capsys.readouterr().err
+
+
+def test_cli_metric_names_match_the_harness():
+    from genzoo.cli import METRIC_NAMES
+
+    assert METRIC_NAMES == harness.METRICS
