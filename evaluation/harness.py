@@ -126,13 +126,14 @@ def evaluate_images(images: torch.Tensor, *, dataset: str | None = None, referen
     metrics = parse_metrics(metrics)
     if dataset is None and reference is None:
         raise ConfigError("evaluate against a --dataset or a --reference set of images")
-    domain = domain_extractor(dataset, device) if dataset else None
-    wants_domain = {"fd", "is"} & set(metrics) or ({"kid", "pr"} & set(metrics) and domain is not None)
-    if wants_domain and domain is None:
-        if {"fd", "is"} & set(metrics):
-            from genzoo.evaluation.classifier import EXTRACTORS
-            raise ConfigError(f"fd / is need the project's classifier for the dataset; it exists for "
-                              f"{', '.join(EXTRACTORS)} (not {dataset!r}); use --metrics fid,kid,pr instead")
+    from genzoo.evaluation.classifier import EXTRACTORS
+
+    wants = set(metrics)
+    if {"fd", "is"} & wants and dataset not in EXTRACTORS:
+        raise ConfigError(f"fd / is need the project's classifier for the dataset; it exists for "
+                          f"{', '.join(EXTRACTORS)} (not {dataset!r}); use --metrics fid,kid,pr instead")
+    needs_domain = dataset in EXTRACTORS and bool({"fd", "is", "kid", "pr"} & wants)
+    domain = domain_extractor(dataset, device) if needs_domain else None
     if reference is not None:
         expected = tuple(_check_images(reference, None, "reference images").shape[1:])
     else:
