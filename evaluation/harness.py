@@ -257,8 +257,8 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
         torch.cuda.reset_peak_memory_stats()
     images, labels, sample_rate = generate(run.model, n, seed=seed, batch_size=batch_size, device=device,
                                            knobs=knobs, progress=progress)
-    protocol = {"family": run.config.family, "step": run.step, "weights": ("ema" if ema else "raw") + (" best.pt" if best else ""),
-                "sampler": dict(knobs)}
+    weights = ("ema" if ema else "raw") + (" best.pt" if best else "")
+    protocol = {"family": run.config.family, "step": run.step, "weights": weights, "sampler": dict(knobs)}
     image_metrics = tuple(m for m in metrics if m != "bpd")
     out = {"run": str(run_dir), "family": run.config.family, "dataset": run.config.data.dataset, "step": run.step,
            "metrics": evaluate_images(images, dataset=run.config.data.dataset, metrics=image_metrics,
@@ -267,9 +267,10 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
                                       progress=progress, protocol=protocol) if image_metrics else {}}
     if "bpd" in metrics and hasattr(run.model, "log_likelihood"):
         kind = getattr(run.model, "likelihood", "bound")
-        out["metrics"]["bpd"] = {"value": test_bits_per_dim(run.model, run.config.data, n, device=device),
-                                 "protocol": {"metric": f"bits/dim ({kind})", "reference": f"{run.config.data.dataset}/test",
-                                              "n_reference": n, **protocol, "comparable_to_literature": False}}
+        bpd = test_bits_per_dim(run.model, run.config.data, n, device=device)
+        out["metrics"]["bpd"] = {"value": bpd, "protocol": {
+            "metric": f"bits/dim ({kind})", "reference": f"{run.config.data.dataset}/test", "n_reference": n,
+            **protocol, "comparable_to_literature": False}}
     nfe = run.model.network_evaluations(**knobs) if hasattr(run.model, "network_evaluations") else None
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device != "cpu" and torch.cuda.is_available()
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -283,13 +284,24 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
 class InLoopFD:
     """FD-<classifier> of n EMA samples against the cached train reference: the cheap metric the trainer logs."""
 
-    def __init__(self, data_cfg, device="cpu", n_ref: int = 10000):
+    @staticmethod
+    def unavailable(data_cfg) -> str | None:
+        """Why the in-loop FD cannot run for this data config, or None when it can."""
         from genzoo.evaluation.classifier import EXTRACTORS
 
+        info = EXTRACTORS.get(data_cfg.dataset)
+        if info is None:
+            return f"no domain classifier for {data_cfg.dataset!r} (there is one for {', '.join(EXTRACTORS)})"
+        shape = dataset_shape(data_cfg.dataset, data_cfg)
+        if shape != info.input_shape:
+            return f"the classifier takes {info.input_shape} images, this run makes {shape}"
+        return None
+
+    def __init__(self, data_cfg, device="cpu", n_ref: int = 10000):
+        why = self.unavailable(data_cfg)
+        if why:
+            raise ConfigError(f"in-loop FD (train.eval_every) is not available: {why}")
         self.extractor = domain_extractor(data_cfg.dataset, device)
-        if self.extractor is None:
-            raise ConfigError(f"train.eval_every needs a dataset with a domain classifier ({', '.join(EXTRACTORS)}), "
-                              f"not {data_cfg.dataset!r}; set train.eval_every=0")
         self.device = device
         self.ref = reference_features(self.extractor, data_cfg.dataset, "train", n_ref, data_cfg)
 

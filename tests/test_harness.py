@@ -97,9 +97,12 @@ def test_in_loop_fd_is_logged_and_the_best_checkpoint_kept(tmp_path):
     assert best["best_fd"] == min(r["fd"] for r in fds)
 
 
-def test_in_loop_fd_needs_a_classifier(tmp_path):
-    with pytest.raises(ConfigError, match="domain classifier"):
-        train(tiny_config("vae", "train.eval_every=5"), tmp_path, progress=False)
+def test_in_loop_fd_is_skipped_with_a_warning_where_no_classifier_exists(tmp_path, caplog):
+    train(tiny_config("vae", "train.eval_every=5", "train.steps=5"), tmp_path, progress=False)
+    assert "in-loop FD is off: no domain classifier for 'synthetic'" in caplog.text
+    assert not any('"fd"' in x for x in (tmp_path / ckpt.METRICS).read_text().splitlines())
+    with pytest.raises(ConfigError, match="not available"):
+        harness.InLoopFD(tiny_config("vae").data)
 
 
 def test_cli_eval_of_samples_against_a_dataset_and_against_a_reference(tmp_path, capsys):

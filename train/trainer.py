@@ -245,7 +245,11 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
     evaluator = None
     if tc.eval_every and dist.is_main:
         from genzoo.evaluation.harness import InLoopFD
-        evaluator = InLoopFD(cfg.data, device)
+        why = InLoopFD.unavailable(cfg.data)
+        if why:  # presets turn it on; a dataset without a classifier simply trains without it
+            log.warning("in-loop FD is off: %s", why)
+        else:
+            evaluator = InLoopFD(cfg.data, device)
 
     def save(path=ckpt_path):
         if dist.is_main:
@@ -264,7 +268,8 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
             return
         fd = evaluator(ema.module, tc.eval_n, seed=tc.seed, knobs=vars(cfg.sampler))
         metrics_file.write(json.dumps({"step": step, "fd": fd, "fd_extractor": evaluator.extractor.name,
-                                       "eval_n": tc.eval_n}) + "\n")
+                                       "eval_n": tc.eval_n, "elapsed_s": elapsed_before + time.time() - t_start})
+                           + "\n")
         if fd < best_fd:
             best_fd = fd
             save(out / ckpt.BEST)
