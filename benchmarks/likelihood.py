@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-
 from genzoo import datasets
-from genzoo.contract import Batch
+from genzoo.evaluation.harness import test_bits_per_dim
 from genzoo.runs import open_run
 
 
@@ -26,18 +24,11 @@ def main():
     a = p.parse_args()
     run = open_run(a.run_dir)
     d = run.config.data
-    test = datasets.load(d.dataset, "test", root=d.root or None, image_size=d.image_size or None,
-                         channels=d.channels or None)
-    n = min(a.n, len(test))
+    n = min(a.n, len(datasets.load(d.dataset, "test", root=d.root or None)))
     result = {"benchmark": "likelihood", "run": a.run_dir, "family": run.config.family, "step": run.step,
               "dataset": d.dataset, "split": "test", "n": n, "weights": "ema", "bits_per_dim": {}}
     for k in a.k or [1]:
-        torch.manual_seed(0)
-        total = 0.0
-        for i in range(0, n, a.batch_size):
-            x, y = test.batch(torch.arange(i, min(i + a.batch_size, n)))
-            total += float(run.model.log_likelihood(Batch(x, y), k=k).sum())
-        result["bits_per_dim"][f"k={k}"] = total / n
+        result["bits_per_dim"][f"k={k}"] = test_bits_per_dim(run.model, d, n, batch_size=a.batch_size, k=k)
     result["bound"] = "upper bound on bits/dim: ELBO (k=1), IWAE (k>1)"
     print(json.dumps(result, indent=2))
 

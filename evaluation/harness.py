@@ -225,7 +225,8 @@ def training_cost(run_dir: Path) -> dict:
             "images_seen": ends[-1]["images_seen"] if ends else None}
 
 
-def test_bits_per_dim(model, data_cfg, n: int, batch_size: int = 500, device="cpu") -> float:
+def test_bits_per_dim(model, data_cfg, n: int, batch_size: int = 500, device="cpu", **knobs) -> float:
+    """Mean bits/dim of the first n test images through `model.log_likelihood(batch, **knobs)` (e.g. k for IWAE)."""
     from genzoo import datasets
     from genzoo.contract import Batch
 
@@ -236,7 +237,7 @@ def test_bits_per_dim(model, data_cfg, n: int, batch_size: int = 500, device="cp
     total = 0.0
     for i in range(0, n, batch_size):
         x, y = test.batch(torch.arange(i, min(i + batch_size, n)))
-        total += float(model.log_likelihood(Batch(x.to(device), y.to(device))).sum())
+        total += float(model.log_likelihood(Batch(x.to(device), y.to(device)), **knobs).sum())
     return total / n
 
 

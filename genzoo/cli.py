@@ -135,36 +135,30 @@ def cmd_train(args) -> None:
 
 def cmd_sample(args) -> None:
     import numpy as np
-    import torch
 
     from genzoo.config import apply_overrides
-    from genzoo.evaluation.grid import save_grid, to_uint8
+    from genzoo.evaluation.grid import save_grid
+    from genzoo.evaluation.harness import generate
     from genzoo.runs import open_run
 
     run = open_run(args.run_dir, ema=not args.raw, device=args.device, best=args.best)
     if any(not item.startswith("sampler.") for item in args.set):
         raise ConfigError("genzoo sample takes only sampler.* overrides, e.g. --set sampler.temperature=0.8")
     apply_overrides(run.config, args.set)
-    K = run.model.num_classes
-    labels = torch.arange(args.n) % K if K else None
-    gen = torch.Generator(args.device).manual_seed(args.seed)
-    chunks = []
-    for i in range(0, args.n, args.batch_size):
-        y = None if labels is None else labels[i:i + args.batch_size].to(args.device)
-        chunks.append(run.model.sample(min(args.batch_size, args.n - i), labels=y, generator=gen,
-                                       **vars(run.config.sampler)).cpu())
-    images = torch.cat(chunks)
     out = Path(args.out or Path(args.run_dir) / "samples.png")
+    if out.suffix not in (".png", ".npz"):
+        raise ConfigError(f"--out must end in .png or .npz, not {out.suffix!r}")
+    uint8, labels, _ = generate(run.model, args.n, seed=args.seed, batch_size=args.batch_size, device=args.device,
+                                knobs=vars(run.config.sampler))
+    K = run.model.num_classes
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
-        arrays = {"images": to_uint8(images).numpy()}
+        arrays = {"images": uint8.numpy()}
         if labels is not None:
             arrays["labels"] = labels.numpy()
         np.savez(out, **arrays)
-    elif out.suffix == ".png":
-        save_grid(images, out, nrow=K if K and args.n >= K else None)
     else:
-        raise ConfigError(f"--out must end in .png or .npz, not {out.suffix!r}")
+        save_grid(uint8.float() / 127.5 - 1, out, nrow=K if K and args.n >= K else None)
     print(f"wrote {args.n} samples of {run.config.family} (step {run.step}) to {out}")
 
 
