@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from genzoo.config import RunConfig
-from genzoo.errors import CheckpointError
+from genzoo.errors import CheckpointError, ConfigError
 from genzoo.registry import get_family, load_config_json
 from genzoo.train import checkpoint as ckpt
 
@@ -23,6 +23,30 @@ class Run:
     num_classes: int  # of the dataset; model.num_classes is 0 when unconditional
 
 
+def build_model(cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int) -> torch.nn.Module:
+    """Construct `cfg.family`'s model. A second-stage family (its config has a non-empty
+    `model.autoencoder` run directory) gets that finished run's EMA model, frozen, as `autoencoder=`;
+    the family lists which first-stage families it accepts in `AUTOENCODER_FAMILIES`."""
+    cls = get_family(cfg.family).model
+    source = getattr(cfg.model, "autoencoder", "")
+    if not source:
+        return cls(cfg.model, image_shape=image_shape, num_classes=num_classes)
+    accepted = getattr(cls, "AUTOENCODER_FAMILIES", ())
+    if not (Path(source) / ckpt.CONFIG).is_file():
+        raise CheckpointError(f"model.autoencoder={source} is not a finished genzoo run; train the first stage "
+                              f"first, e.g. `genzoo train {accepted[0] if accepted else 'vae'} --out {source}`")
+    first = open_run(source)
+    if first.config.family not in accepted:
+        raise ConfigError(f"model.autoencoder={source} is a {first.config.family!r} run; {cfg.family} needs one of: "
+                          f"{', '.join(accepted)}")
+    if tuple(first.image_shape) != tuple(image_shape):
+        raise ConfigError(f"model.autoencoder={source} was trained on {first.image_shape} images, this run's data is "
+                          f"{tuple(image_shape)}; use the same dataset for both stages")
+    for p in first.model.parameters():
+        p.requires_grad_(False)
+    return cls(cfg.model, image_shape=image_shape, num_classes=num_classes, autoencoder=first.model)
+
+
 def open_run(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu",
              best: bool = False) -> Run:
     """Rebuild the model from `config.json` and load the EMA (default) or raw weights of the latest
@@ -35,7 +59,7 @@ def open_run(run_dir: str | Path, *, ema: bool = True, device: str | torch.devic
     state = ckpt.load_checkpoint(path / (ckpt.BEST if best else ckpt.CHECKPOINT))
     weights = state["ema" if ema else "model"]
     shape, num_classes = tuple(state["image_shape"]), int(state["num_classes"])
-    model = get_family(cfg.family).model(cfg.model, image_shape=shape, num_classes=num_classes)
+    model = build_model(cfg, shape, num_classes)
     ckpt.load_model_state(model, weights, "EMA weights" if ema else "weights")
     return Run(path, cfg, model.to(device).eval(), int(state["step"]), shape, num_classes)
 

@@ -161,7 +161,7 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
     one uninterrupted run.
     """
     from genzoo import datasets  # late: keeps `import genzoo.train` light
-    from genzoo.registry import get_family
+    from genzoo.runs import build_model
 
     tc: TrainConfig = cfg.train
     out = Path(out_dir)
@@ -204,7 +204,7 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
     order = DataOrder(len(data), micro, tc.seed, dist)
 
     torch.manual_seed(tc.seed)  # identical initialisation on every rank
-    model = get_family(cfg.family).model(cfg.model, image_shape=data.shape, num_classes=data.num_classes)
+    model = build_model(cfg, data.shape, data.num_classes)  # second stages load their frozen autoencoder here
     model = model.to(device, memory_format=memory_format)
     ema = EMA(model, tc.ema_decay)
     phase_cfg = phase_settings(tc, model.phases)
