@@ -7,6 +7,9 @@
     genzoo sample RUN_DIR [--n N] [--seed S] [--out FILE.png|FILE.npz] [--set sampler.key=value ...]
     genzoo eval RUN_DIR [--n N] [--metrics fd,kid,pr,is,bpd] [--out eval.json]
     genzoo eval --samples FILE.npz (--dataset NAME | --reference FILE.npz) [--metrics ...]
+    genzoo compare [--dataset NAME] [--families a,b,...] [--preset P] [--minutes-per-family M | --steps N]
+                   [--out REPORT_DIR] [--resume] [--eval-n N] [--metrics ...] [--set key=value ...]
+    genzoo report RUN_DIR... --out REPORT_DIR [--eval-n N] [--metrics ...]
 
 User errors (unknown names, bad overrides, missing data, corrupt checkpoints) end with a one-line
 message and exit status 2; Ctrl-C during training saves a checkpoint and exits with 130.
@@ -81,7 +84,46 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=256)
     ev.add_argument("--out", help="also write the JSON here")
     ev.add_argument("--no-progress", action="store_true")
+
+    co = sub.add_parser("compare", help="train every family under one budget, evaluate alike, write a report")
+    co.add_argument("--dataset", default="mnist", help="dataset for every family (default mnist)")
+    co.add_argument("--families", help="comma-separated entries (default: every entry whose families exist)")
+    co.add_argument("--preset", default="quick", help="preset of every family (default: quick)")
+    budget = co.add_mutually_exclusive_group()
+    budget.add_argument("--minutes-per-family", type=float, metavar="M",
+                        help="training minutes per entry, split between a two-stage entry's stages")
+    budget.add_argument("--steps", type=int, help="optimizer steps per entry (default: each preset's own)")
+    co.add_argument("--out", help="report directory (default: reports/compare-DATASET)")
+    co.add_argument("--resume", action="store_true", help="reuse finished runs and cached evaluations in --out, "
+                                                          "continue interrupted runs")
+    co.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="overrides for every stage, e.g. train.threads=1 (train.* and data.* are common)")
+    co.add_argument("--root", help="data directory")
+    _report_args(co)
+    re_ = sub.add_parser("report", help="re-render a comparison report from finished runs")
+    re_.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    re_.add_argument("--out", required=True, help="report directory")
+    _report_args(re_)
     return p
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    """The evaluation protocol of compare / report (the same for every entry)."""
+    p.add_argument("--eval-n", type=int, default=2000, help="samples per entry, and test images for bits/dim "
+                                                            "(default 2000)")
+    p.add_argument("--metrics", help=f"comma-separated from {','.join(METRIC_NAMES)} (default: fd,kid,pr,is,bpd "
+                                     "where a domain classifier exists, else fid,kid,pr,bpd)")
+    p.add_argument("--n-ref", type=int, default=10000, help="reference images (default 10000)")
+    p.add_argument("--ref-split", default="train", choices=("train", "test"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grid-n", type=int, default=100, help="samples in each entry's grid (default 100)")
+    p.add_argument("--sampler-steps", help="also evaluate families with a sampler.steps knob at these steps, "
+                                           "e.g. 10,25,50 (quality against sampling cost)")
+    p.add_argument("--fid-weights", help="path to the FID Inception weights")
+    p.add_argument("--download", action="store_true", help="allow downloading data / FID weights")
+    p.add_argument("--device", default="auto", help="evaluation device: auto | cpu | cuda")
+    p.add_argument("--batch-size", type=int, default=256, help="sampling batch size")
+    p.add_argument("--no-progress", action="store_true")
 
 
 def cmd_list(args) -> None:
@@ -215,10 +257,54 @@ def cmd_eval(args) -> None:
     print(text)
 
 
+def _protocol(args):
+    from genzoo.compare import Protocol
+    from genzoo.evaluation.harness import parse_metrics
+
+    try:
+        steps = tuple(int(x) for x in (args.sampler_steps or "").split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"--sampler-steps takes comma-separated integers, not {args.sampler_steps!r}") from None
+    if args.eval_n < 2 or args.grid_n < 1:
+        raise ConfigError("--eval-n must be at least 2 and --grid-n at least 1")
+    return Protocol(n=args.eval_n, metrics=parse_metrics(args.metrics) if args.metrics else (), n_ref=args.n_ref,
+                    ref_split=args.ref_split, seed=args.seed, grid_n=args.grid_n, sampler_steps=steps,
+                    batch_size=args.batch_size, device=args.device, fid_weights=args.fid_weights,
+                    download=args.download)
+
+
+def cmd_compare(args) -> None:
+    from genzoo.compare import Budget, compare
+
+    budget = (Budget("minutes", args.minutes_per_family) if args.minutes_per_family is not None else
+              Budget("steps", args.steps) if args.steps is not None else Budget())
+    if budget.kind != "preset" and budget.value <= 0:
+        raise ConfigError("--minutes-per-family and --steps must be positive")
+    overrides = list(args.set) + ([f"data.root={args.root}"] if args.root else []) + (
+        ["data.download=true"] if args.download else [])
+    out = args.out or f"reports/compare-{args.dataset}"
+    families = [f.strip() for f in args.families.split(",") if f.strip()] if args.families else None
+    compare(dataset=args.dataset, families=families, preset=args.preset, budget=budget, out=out, resume=args.resume,
+            overrides=overrides, protocol=_protocol(args), progress=not args.no_progress, command=args.command_line)
+    print(f"report: {Path(out) / 'index.html'} (also report.md, results.json)")
+
+
+def cmd_report(args) -> None:
+    from genzoo.compare import report_from_runs
+
+    report_from_runs(args.run_dirs, out=args.out, protocol=_protocol(args), progress=not args.no_progress,
+                     command=args.command_line)
+    print(f"report: {Path(args.out) / 'index.html'} (also report.md, results.json)")
+
+
 def main(argv: list[str] | None = None) -> int:
+    import shlex
+
     args = _parser().parse_args(argv)
+    args.command_line = shlex.join(["genzoo", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.INFO, format="genzoo: %(message)s")
-    commands = {"list": cmd_list, "data": cmd_data, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}
+    commands = {"list": cmd_list, "data": cmd_data, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
+                "compare": cmd_compare, "report": cmd_report}
     try:
         commands[args.command](args)
     except Interrupted as e:

@@ -1,0 +1,492 @@
+"""The comparison report: one results document rendered as index.html, report.md, results.json and PNGs.
+
+    doc = results_document(entries, ...)   # plain JSON: every number with its protocol, the machine, the command
+    render(doc, grids, "reports/mnist")    # writes the files below from `doc` and the sample grids
+
+    index.html                   self-contained: every image embedded as a base64 data: URI
+    report.md                    the same content, referencing the PNGs next to it
+    results.json                 `doc`
+    samples.png                  the entries' sample grids side by side (fixed seed, same class order)
+    samples-<entry>.png          one grid per entry
+    quality_vs_time.png          in-loop FD against training seconds (metrics.jsonl), final score as a star
+    quality_vs_sampling_cost.png quality against network evaluations per sample (and `steps` sweeps)
+    speed.png                    training and sampling images/s
+
+The HTML and the Markdown are rendered from one list of blocks, so they cannot drift apart.
+Published numbers (ANCHORS, from ANCHORS.md) appear beside ours only when the protocol matches.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import platform
+import re
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+# Published reference numbers (../shared/ANCHORS.md), each with the protocol it was measured under and the
+# condition our result must meet to stand beside it. "secondary" = from a secondary copy of the paper's table.
+FID_50K = {"min_n": 50000, "ref_split": "train", "conditional": False}  # FID-50k vs train, unconditional
+TEST_BPD = {"min_n": 10000}  # bits/dim over a whole 10k test set
+ANCHORS: list[dict] = [
+    {"family": "ddpm", "dataset": "cifar10", "metric": "fid", "value": 3.17, "source": "Ho et al. 2020 (DDPM)",
+     "protocol": "FID-50k vs train, unconditional, T=1000 ancestral, EMA; 35.7M params, 800k steps",
+     "match": FID_50K},
+    {"family": "ddpm", "dataset": "cifar10", "metric": "bpd", "value": 3.75, "source": "Ho et al. 2020 (DDPM)",
+     "protocol": "test bits/dim, a bound (<= 3.75), L_simple model", "match": TEST_BPD},
+    {"family": "gan", "dataset": "cifar10", "metric": "fid", "value": 42.7,
+     "source": "DCGAN, PyTorch reimplementation", "protocol": "FID-50k vs train, unconditional", "match": FID_50K},
+    {"family": "gan", "dataset": "cifar10", "metric": "fid", "value": 14.32,
+     "source": "SNGAN (ResNet), same reimplementation set", "protocol": "FID-50k vs train, unconditional",
+     "match": FID_50K},
+    {"family": "pixelcnn", "dataset": "cifar10", "metric": "bpd", "value": 3.03,
+     "source": "Gated PixelCNN (secondary)", "protocol": "test bits/dim, exact", "match": TEST_BPD},
+    {"family": "transformer", "dataset": "cifar10", "metric": "bpd", "value": 2.90,
+     "source": "Image Transformer (secondary)", "protocol": "test bits/dim, exact", "match": TEST_BPD},
+    {"family": "vqvae", "dataset": "cifar10", "metric": "bpd", "value": 4.67,
+     "source": "van den Oord et al. 2017 (secondary)", "protocol": "test bits/dim", "match": TEST_BPD},
+    {"family": "dit", "dataset": "cifar10", "metric": "fid", "value": 10.0, "source": "DiT on CIFAR-10, a user report",
+     "protocol": "FID-50k (approximately)", "match": FID_50K},
+    {"family": "vae", "dataset": "binarized-mnist", "metric": "nll-nats", "value": 86.76,
+     "source": "VAE, 1 stochastic layer (Burda et al. 2016)", "protocol": "binarized MNIST test NLL in nats",
+     "match": None},  # never matches: genzoo's MNIST is 8-bit, its bits/dim are not binarized nats
+]
+
+COST_PROTOCOL = {
+    "train_s": "training seconds of the run (the trainer's elapsed time: the loop, its sample grids, in-loop FD "
+               "and checkpoints; data loading excluded), summed over an entry's stages",
+    "images_seen": "optimizer steps x batch size (the trainer's count), summed over stages",
+    "train_img_per_s": "median of the logged intervals in metrics.jsonl (steps x batch size / seconds)",
+    "sample_img_per_s": "images/s of the evaluation's sampling pass (protocol n, its batch size and device)",
+    "network_evaluations_per_sample": "network passes per sample, from the family's network_evaluations(**knobs)",
+    "parameters": "parameters of the sampling model (a second stage includes its frozen autoencoder)",
+}
+
+
+# ----------------------------------------------------------------------------------------
+# the document
+
+
+def machine_info(device: str = "cpu") -> dict:
+    """What the numbers were measured on."""
+    import genzoo
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cuda = torch.cuda.is_available()
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "gpu": torch.cuda.get_device_name(0) if cuda else None, "eval_device": device,
+            "torch": torch.__version__, "cuda": torch.version.cuda if cuda else None,
+            "python": platform.python_version(), "platform": platform.platform(), "genzoo": genzoo.__version__}
+
+
+def primary_metric(entry: dict) -> dict | None:
+    """The entry's main quality number: FD in the domain classifier's space if measured, else FID."""
+    m = entry["eval"]["metrics"]
+    return m.get("fd") or m.get("fid")
+
+
+def anchors_for(entry: dict) -> list[dict]:
+    """Published numbers whose protocol our result of `entry` matches (none at MNIST scale)."""
+    out = []
+    metrics = entry["eval"]["metrics"]
+    conditional = any(s["class_cond"] for s in entry["stages"][-1:])
+    for a in ANCHORS:
+        ours = metrics.get(a["metric"])
+        same = (a["family"], a["dataset"]) == (entry["families"][-1], entry["dataset"])
+        if a["match"] is None or ours is None or not same:
+            continue
+        p = ours["protocol"]
+        n = p.get("n_generated") if a["metric"] != "bpd" else p.get("n_reference")
+        if (n or 0) < a["match"]["min_n"]:
+            continue
+        if "ref_split" in a["match"] and p.get("reference") != f"{entry['dataset']}/{a['match']['ref_split']}":
+            continue
+        if "conditional" in a["match"] and conditional != a["match"]["conditional"]:
+            continue
+        out.append({**a, "ours": ours["value"]})
+    return out
+
+
+def results_document(entries: list[dict], *, skipped: list[dict], protocol, budget, preset: str | None,
+                     dataset: str, command: str, session: dict) -> dict:
+    """The report's content as JSON: entries (with the harness's per-metric protocols), protocol, machine."""
+    metrics = list(protocol.metrics_for(dataset))
+    for e in entries:
+        e["anchors"] = anchors_for(e)
+    return {
+        "genzoo_report": 1, "dataset": dataset, "preset": preset,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command,
+        "budget": None if budget is None else {**asdict(budget), "description": budget.describe()},
+        "protocol": {**asdict(protocol), "metrics": metrics, "device": protocol.resolved_device(), "weights": "ema",
+                     "reference": f"{dataset}/{protocol.ref_split}", "bits_per_dim": f"first n={protocol.n} images of "
+                     f"{dataset}/test through the model's log_likelihood, exact or a bound as the family declares"},
+        "cost_protocol": COST_PROTOCOL, "machine": machine_info(protocol.resolved_device()),
+        "session": session, "entries": entries, "skipped": skipped, "anchors": ANCHORS,
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# formatting
+
+
+def fmt(x, digits: int = 4) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, int) or (isinstance(x, float) and x.is_integer() and abs(x) >= 1000):
+        return f"{int(x):,}"
+    if x == 0 or not math.isfinite(x):
+        return str(x)
+    return f"{x:.{digits}g}" if abs(x) >= 1e-3 else f"{x:.2e}"
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
+
+
+def stages_text(e: dict) -> str:
+    if not e["two_stage"]:
+        return e["families"][0]
+    return " → ".join(f"{s['family']} ({s['share']:.0%})" for s in e["stages"])
+
+
+def bpd_text(e: dict) -> str:
+    b = e["eval"]["metrics"].get("bpd")
+    if b is None:
+        return "–"
+    kind = "exact" if "exact" in b["protocol"]["metric"] else "bound"
+    return f"{fmt(b['value'])} ({kind})"
+
+
+def results_table(doc: dict) -> tuple[list[str], list[list[str]]]:
+    entries = doc["entries"]
+    has = {k: any(k in e["eval"]["metrics"] for e in entries) for k in ("fd", "fid")}
+    names = {k: next((e["eval"]["metrics"][k]["protocol"]["metric"] for e in entries if k in e["eval"]["metrics"]), k)
+             for k in ("fd", "fid", "kid")}
+    header = ["entry", "stages"] + [f"{names[k]} ↓" for k in ("fd", "fid") if has[k]] + [
+        f"{names['kid']} ↓", "precision", "recall", "bits/dim ↓", "class score", "parameters", "train min",
+        "images seen", "train img/s", "sample img/s", "NFE/sample"]
+    rows = []
+    for e in entries:
+        m, c = e["eval"]["metrics"], e["eval"]["cost"]
+        get = lambda k: fmt(m[k]["value"]) if k in m else "–"  # noqa: E731
+        rates = [s["train_img_per_s"] for s in e["stages"]]
+        train_rate = fmt(rates[0], 3) if len(rates) == 1 else " + ".join(
+            f"{fmt(r, 3)} ({s['family']})" for r, s in zip(rates, e["stages"]))
+        rows.append([e["name"], stages_text(e)] + [get(k) for k in ("fd", "fid") if has[k]] + [
+            get("kid"), get("precision"), get("recall"), bpd_text(e), get("class_score"), fmt(c["parameters"]),
+            fmt(e["train_s"] / 60, 3), fmt(e["images_seen"]), train_rate, fmt(c["sample_img_per_s"], 3),
+            fmt(c["network_evaluations_per_sample"])])
+    return header, rows
+
+
+def stage_table(doc: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["entry", "stage", "budget", "steps", "stopped by", "train s", "images seen", "train img/s", "run"]
+    rows = []
+    for e in doc["entries"]:
+        for s in e["stages"]:
+            b = s["budget"]
+            budget = f"{b['minutes']:g} min" if b["minutes"] else f"{b['steps']} steps"
+            rows.append([e["name"], s["family"] + (" (class-cond.)" if s["class_cond"] else ""), budget,
+                         fmt(s["step"]), s["stop"] or "–", fmt(s["train_s"], 4), fmt(s["images_seen"]),
+                         fmt(s["train_img_per_s"], 3), f"`{s['run']}`"])
+    return header, rows
+
+
+# ----------------------------------------------------------------------------------------
+# plots (matplotlib, Agg)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_samples(doc: dict, grids: dict, path: Path) -> None:
+    """Each entry's grid in one figure, in the table's order."""
+    from torchvision.utils import make_grid
+
+    plt = _pyplot()
+    names = [e["name"] for e in doc["entries"]]
+    cols = min(4, max(1, len(names)))
+    rows = math.ceil(len(names) / cols) if names else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.6 * rows), dpi=150, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, e in zip(axes.flat, doc["entries"]):
+        images, nrow = grids[e["name"]]
+        g = make_grid(images, nrow=nrow, padding=2, pad_value=255).permute(1, 2, 0).numpy()
+        ax.imshow(g, interpolation="nearest")
+        main = primary_metric(e)
+        score = f"{main['protocol']['metric'].split('-')[0]} {fmt(main['value'])}" if main else ""
+        cond = ", class-cond." if e["stages"][-1]["class_cond"] else ""
+        ax.set_title(f"{e['name']}{cond}\n{score}", fontsize=9)
+    fig.suptitle(f"{doc['dataset']}: samples, EMA weights, seed {doc['protocol']['seed']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_quality_vs_time(doc: dict, path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    drawn = False
+    for i, e in enumerate(doc["entries"]):
+        color = f"C{i % 10}"
+        offset = sum(s["train_s"] for s in e["stages"][:-1])  # a second stage starts after the first
+        pts = e["stages"][-1]["in_loop_fd"]
+        if pts:
+            ax.plot([offset + p["elapsed_s"] for p in pts], [p["fd"] for p in pts], marker="o", ms=3, color=color,
+                    label=f"{e['name']} in-loop FD-{pts[0]['extractor']} (n={pts[0]['n']})")
+            drawn = True
+        main = primary_metric(e)
+        if main:
+            ax.plot([e["train_s"]], [main["value"]], marker="*", ms=12, color=color, linestyle="none",
+                    label=f"{e['name']} final {main['protocol']['metric']} (n={main['protocol']['n_generated']})")
+            drawn = True
+    if drawn:
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no quality measurements", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("training seconds (all stages)")
+    ax.set_ylabel("Fréchet distance ↓")
+    ax.grid(alpha=0.3)
+    ax.set_title("quality against training time", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_quality_vs_sampling_cost(doc: dict, path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    drawn = False
+    for i, e in enumerate(doc["entries"]):
+        color = f"C{i % 10}"
+        key = "fd" if "fd" in e["eval"]["metrics"] else "fid"
+        pts = [(s["cost"]["network_evaluations_per_sample"], s["metrics"][key]["value"]) for s in e["sweep"]
+               if key in s["metrics"] and s["cost"]["network_evaluations_per_sample"]]
+        if pts:
+            pts.sort()
+            ax.plot(*zip(*pts), marker="o", ms=4, color=color, label=f"{e['name']} (sampler steps sweep)")
+        main, nfe = primary_metric(e), e["eval"]["cost"]["network_evaluations_per_sample"]
+        if main and nfe:
+            ax.plot([nfe], [main["value"]], marker="*", ms=12, color=color, linestyle="none",
+                    label=f"{e['name']} ({nfe} NFE)")
+            drawn = True
+    if drawn:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no family reports network evaluations", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("network evaluations per sample")
+    ax.set_ylabel("Fréchet distance ↓")
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title("quality against sampling cost", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_speed(doc: dict, path: Path) -> None:
+    plt = _pyplot()
+    train = [(f"{e['name']}/{s['family']}" if e["two_stage"] else e["name"], s["train_img_per_s"] or 0)
+             for e in doc["entries"] for s in e["stages"]]
+    sample = [(e["name"], e["eval"]["cost"]["sample_img_per_s"] or 0) for e in doc["entries"]]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 0.5 * max(len(train), 3) + 1.5), dpi=120)
+    for ax, data, title in ((a, train, "training images/s"), (b, sample, "sampling images/s")):
+        labels, values = zip(*data) if data else ((), ())
+        ax.barh(range(len(values)), values, color=[f"C{i % 10}" for i in range(len(values))])
+        ax.set_yticks(range(len(values)), labels, fontsize=8)
+        ax.invert_yaxis()
+        for y, v in enumerate(values):
+            ax.text(v, y, f" {fmt(v, 3)}", va="center", fontsize=7)
+        if values and min(values) > 0 and max(values) / min(values) > 30:  # bars from a power of ten below the least
+            ax.set_xscale("log")
+            ax.set_xlim(left=10 ** math.floor(math.log10(min(values))), right=max(values) * 3)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, axis="x")
+    fig.suptitle(f"speed on {doc['machine']['gpu'] or doc['machine']['cpu']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------
+# blocks -> Markdown and HTML
+
+
+def blocks(doc: dict) -> list[tuple]:
+    """The report as ("h1"|"h2"|"p"|"ul"|"table"|"img", ...) blocks; text may hold `code` spans."""
+    mc, p = doc["machine"], doc["protocol"]
+    out: list[tuple] = [("h1", f"genzoo comparison on {doc['dataset']}")]
+    cmd = f"`{doc['command']}`" if doc["command"] else "a script"
+    out.append(("p", f"Generated {doc['created']} by {cmd}."))
+    threads = f"{mc['cpu_count']} CPUs, torch threads {mc['torch_threads']}"
+    load = f", load average {mc['load_average'][0]:.2f} at report time" if mc["load_average"] else ""
+    out.append(("p", f"Machine: {mc['cpu']} ({threads}{load}); GPU: {mc['gpu'] or 'none'}; evaluation device "
+                     f"{mc['eval_device']}; torch {mc['torch']}, Python {mc['python']}, genzoo {mc['genzoo']}."))
+    budget = doc["budget"]["description"] if doc["budget"] else "as each run was trained (re-rendered from runs)"
+    preset = f"preset `{doc['preset']}`, " if doc["preset"] else ""
+    out.append(("p", f"Budget: {preset}{budget}."))
+    metrics = ", ".join(p["metrics"])
+    out.append(("p", f"Protocol, the same for every entry: {p['n']} samples from the EMA weights, seed {p['seed']} "
+                     f"(labels cycle through the classes for class-conditional models), metrics {metrics} against "
+                     f"{p['reference']} (n = {p['n_ref']}, cached features). FD-<classifier>, KID, precision/recall "
+                     f"and class score use the project's domain classifier when the dataset has one: they are not "
+                     f"FID and not comparable with the literature. Bits/dim: {p['bits_per_dim']}."))
+    two = [e for e in doc["entries"] if e["two_stage"]]
+    if two:
+        out.append(("p", "Two-stage entries count both stages in their budget, training time and images seen: "
+                         + "; ".join(f"{e['name']} = {stages_text(e)}" for e in two) + "."))
+    if doc["skipped"]:
+        out.append(("p", "Not available yet (their families are not registered): "
+                         + ", ".join(s["entry"] for s in doc["skipped"]) + "."))
+    s = doc["session"]
+    cached = [e["name"] for e in doc["entries"] if e["eval_cached"]]
+    reused = f" (cached evaluations reused: {', '.join(cached)})." if cached else "."
+    out.append(("p", f"This session: {s['train_s']:.0f} s training, {s['eval_s']:.0f} s evaluation, "
+                     f"{s['total_s']:.0f} s in all" + reused))
+
+    out.append(("h2", "Results"))
+    out.append(("table", *results_table(doc)))
+    out.append(("h2", "Samples"))
+    out.append(("p", f"The first {p['grid_n']} samples of each entry (seed {p['seed']}, EMA weights): what "
+                     f"`genzoo sample RUN --n {p['grid_n']} --seed {p['seed']}` draws. Class-conditional grids "
+                     f"show one class per column, in label order."))
+    out.append(("img", "samples.png", "samples of every entry side by side"))
+    out.append(("h2", "Quality against training time"))
+    out.append(("p", "Lines: the in-loop FD the trainer logged (metrics.jsonl; its own n, so biased differently "
+                     "from the final score). Stars: the final score of the table. A second stage's curve starts "
+                     "after its first stage's training time."))
+    out.append(("img", "quality_vs_time.png", "quality against training time"))
+    out.append(("h2", "Quality against sampling cost"))
+    swept = [e["name"] for e in doc["entries"] if e["sweep"]]
+    out.append(("p", "Each entry at its sampler's network evaluations per sample. "
+                     + (f"Sweeps over sampler.steps {p['sampler_steps']}: {', '.join(swept)}." if swept else
+                        "No steps sweep in this report (`--sampler-steps` evaluates families with a steps knob).")))
+    out.append(("img", "quality_vs_sampling_cost.png", "quality against sampling cost"))
+    out.append(("h2", "Speed"))
+    out.append(("img", "speed.png", "training and sampling images per second"))
+    out.append(("h2", "Stages"))
+    out.append(("table", *stage_table(doc)))
+    out.append(("h2", "Published reference numbers"))
+    matched = [(e["name"], a) for e in doc["entries"] for a in e["anchors"]]
+    if matched:
+        out.append(("table", ["entry", "metric", "ours", "published", "published protocol", "source"],
+                    [[n, a["metric"], fmt(a["ours"]), fmt(a["value"]), a["protocol"], a["source"]]
+                     for n, a in matched]))
+    else:
+        protos = sorted({a["dataset"] + " " + a["metric"] for a in ANCHORS})
+        out.append(("p", f"None shown: no published number in ANCHORS.md was measured with this protocol "
+                         f"({doc['dataset']}, {metrics}, n = {p['n']}). The references are "
+                         f"{', '.join(protos)}; putting them beside these numbers would compare different things."))
+    out.append(("h2", "Cost definitions"))
+    out.append(("ul", [f"{k}: {v}" for k, v in doc["cost_protocol"].items()]))
+    return out
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def to_markdown(bs: list[tuple]) -> str:
+    lines = []
+    for b in bs:
+        kind = b[0]
+        if kind == "h1":
+            lines += [f"# {b[1]}", ""]
+        elif kind == "h2":
+            lines += [f"## {b[1]}", ""]
+        elif kind == "p":
+            lines += [b[1], ""]
+        elif kind == "ul":
+            lines += [f"- {x}" for x in b[1]] + [""]
+        elif kind == "table":
+            header, rows = b[1], b[2]
+            lines.append("| " + " | ".join(map(_md_cell, header)) + " |")
+            lines.append("|" + "---|" * len(header))
+            lines += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in rows]
+            lines.append("")
+        elif kind == "img":
+            lines += [f"![{b[2]}]({b[1]})", ""]
+    return "\n".join(lines)
+
+
+def _html_text(text: str) -> str:
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(str(text), quote=False))
+
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
+code{background:#f3f3f3;padding:0 3px}"""
+
+
+def to_html(bs: list[tuple], out_dir: Path) -> str:
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>{html.escape(next(b[1] for b in bs if b[0] == 'h1'))}</title>",
+             f"<style>{STYLE}</style></head><body>"]
+    for b in bs:
+        kind = b[0]
+        if kind in ("h1", "h2", "p"):
+            parts.append(f"<{kind}>{_html_text(b[1])}</{kind}>")
+        elif kind == "ul":
+            parts.append("<ul>" + "".join(f"<li>{_html_text(x)}</li>" for x in b[1]) + "</ul>")
+        elif kind == "table":
+            head = "".join(f"<th>{_html_text(h)}</th>" for h in b[1])
+            body = "".join("<tr>" + "".join(f"<td>{_html_text(c)}</td>" for c in r) + "</tr>" for r in b[2])
+            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif kind == "img":
+            data = base64.b64encode((out_dir / b[1]).read_bytes()).decode()
+            parts.append(f'<p><img src="data:image/png;base64,{data}" alt="{html.escape(b[2])}"></p>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def render(doc: dict, grids: dict, out_dir: str | Path) -> list[Path]:
+    """Write the PNGs, report.md, index.html and results.json of `doc` into out_dir; returns the paths."""
+    from genzoo.evaluation.grid import save_grid
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for e in doc["entries"]:
+        images, nrow = grids[e["name"]]
+        scale = 2 if images.shape[-1] <= 32 else 1
+        e["grid_png"] = f"samples-{slug(e['name'])}.png"
+        written.append(save_grid(images.float() / 127.5 - 1, out / e["grid_png"], nrow=nrow, scale=scale))
+    for name, plot in (("samples.png", lambda p: plot_samples(doc, grids, p)),
+                       ("quality_vs_time.png", lambda p: plot_quality_vs_time(doc, p)),
+                       ("quality_vs_sampling_cost.png", lambda p: plot_quality_vs_sampling_cost(doc, p)),
+                       ("speed.png", lambda p: plot_speed(doc, p))):
+        plot(out / name)
+        written.append(out / name)
+    bs = blocks(doc)
+    for name, text in (("report.md", to_markdown(bs)), ("index.html", to_html(bs, out)),
+                       ("results.json", json.dumps(doc, indent=2) + "\n")):
+        tmp = out / (name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out / name)
+        written.append(out / name)
+    return written

@@ -1,0 +1,436 @@
+"""`genzoo compare`: every family through the same data, the same budget and the same evaluation.
+
+    genzoo compare --dataset mnist --families vae,gan --preset quick --minutes-per-family 2 --out reports/mnist
+    genzoo compare ... --out reports/mnist --resume        # after Ctrl-C: finished runs are kept as they are
+    genzoo report runs/vae-mnist runs/gan-mnist --out reports/mine
+
+An *entry* of the comparison is a recipe of one or more training stages (`ENTRIES`). A later stage
+can take an earlier stage's finished run as its frozen autoencoder (`model.autoencoder=RUN_DIR`,
+see `genzoo.runs.build_model`): VQ-VAE + its learned prior, or LDM on the zoo's VAE. The entry's
+budget (`--minutes-per-family` or `--steps`) is split between its stages by `share`, so a two-stage
+entry spends the same total as a one-stage one, and the report says so.
+
+A report directory holds
+    runs/<entry>/<stage family>/   ordinary training runs (checkpoint.pt, metrics.jsonl, ...)
+        eval-<key>.json            the cached evaluation of that run under one protocol (key = its hash)
+        grid-<key>.npz             the cached sample grid (uint8) under that protocol
+    index.html, report.md, results.json, *.png   written by genzoo.evaluation.report
+
+A run is *finished* when its checkpoint reached its budget (step == LR horizon, or the elapsed
+training time reached train.minutes). `--resume` reuses finished runs, continues interrupted ones with
+the trainer's exact resume, and reuses cached evaluations, so an interrupted comparison costs only
+what is left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genzoo.config import RunConfig, diff
+from genzoo.errors import CheckpointError, ConfigError
+from genzoo.registry import FAMILIES, load_config_json, resolve_config
+from genzoo.train import checkpoint as ckpt
+
+log = logging.getLogger("genzoo.compare")
+
+
+@dataclass(frozen=True)
+class Stage:
+    family: str
+    share: float = 1.0  # fraction of the entry's budget (--minutes-per-family / --steps) this stage gets
+    autoencoder_from: int | None = None  # index of an earlier stage whose finished run is model.autoencoder
+
+
+# The comparison's entries, in report order. An entry runs only when all its families are registered
+# in genzoo.registry.FAMILIES; until then it is listed as "not available yet".
+ENTRIES: dict[str, tuple[Stage, ...]] = {
+    "vae": (Stage("vae"),),
+    "gan": (Stage("gan"),),
+    "pixelcnn": (Stage("pixelcnn"),),
+    "transformer": (Stage("transformer"),),
+    "vqvae": (Stage("vqvae", share=0.5), Stage("transformer", share=0.5, autoencoder_from=0)),  # VQ-VAE + prior
+    "ddpm": (Stage("ddpm"),),
+    "ldm": (Stage("vae", share=0.4), Stage("ldm", share=0.6, autoencoder_from=0)),  # diffusion in a VAE's latents
+    "dit": (Stage("dit"),),
+}
+
+# config keys that may differ between a finished run and the comparison reusing it (hardware, logging)
+REUSABLE_CHANGES = {"data.root", "data.download", "train.device", "train.threads", "train.compile",
+                    "train.log_every", "train.sample_every", "train.ckpt_every"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Per-entry budget: minutes of training (split by stage share), optimizer steps, or each preset's own."""
+
+    kind: str = "preset"  # "minutes" | "steps" | "preset"
+    value: float = 0.0
+
+    def overrides(self, share: float) -> list[str]:
+        if self.kind == "minutes":
+            return [f"train.minutes={self.value * share:.6g}", "train.steps=0"]
+        if self.kind == "steps":
+            return [f"train.steps={max(1, round(self.value * share))}"]
+        return []
+
+    def describe(self) -> str:
+        return {"minutes": f"{self.value:g} training minutes per entry (wall clock, split between stages)",
+                "steps": f"{self.value:g} optimizer steps per entry (split between stages)",
+                "preset": "each preset's own number of steps (not an equal budget)"}[self.kind]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The evaluation protocol, the same for every entry (the arguments of harness.evaluate_run)."""
+
+    n: int = 2000  # generated samples per entry (and test images for bits/dim)
+    metrics: tuple[str, ...] = ()  # () = fd,kid,pr,is,bpd where a domain classifier exists, else fid,kid,pr,bpd
+    n_ref: int = 10000
+    ref_split: str = "train"
+    seed: int = 0
+    grid_n: int = 100  # images in each entry's sample grid (same seed; labels cycle through the classes)
+    sampler_steps: tuple[int, ...] = ()  # extra evaluations at these sampler.steps, for families with that knob
+    batch_size: int = 256
+    device: str = "auto"
+    fid_weights: str | None = None
+    download: bool = False
+
+    def resolved_device(self) -> str:
+        return ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
+
+    def metrics_for(self, dataset: str) -> tuple[str, ...]:
+        from genzoo.evaluation.classifier import EXTRACTORS
+
+        if self.metrics:
+            return tuple(self.metrics)
+        return ("fd", "kid", "pr", "is", "bpd") if dataset in EXTRACTORS else ("fid", "kid", "pr", "bpd")
+
+    def key(self) -> dict:
+        """What an evaluation's result depends on (device, batch size and progress do not change the numbers)."""
+        d = asdict(self)
+        for k in ("batch_size", "device", "download", "fid_weights", "grid_n", "sampler_steps"):
+            d.pop(k)
+        return d
+
+
+@dataclass
+class Entry:
+    name: str
+    stages: tuple[Stage, ...]
+    configs: list[RunConfig] = field(default_factory=list)
+    dirs: list[Path] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------
+# which entries
+
+
+def select_entries(families: list[str] | None = None) -> tuple[list[tuple[str, tuple[Stage, ...]]], list[dict]]:
+    """(entries to run, skipped entries with the reason). With `families=None`, every entry whose families
+    are registered; a registered family that no entry names yet runs as a one-stage entry of its own."""
+    table = dict(ENTRIES)
+    for name in FAMILIES:
+        table.setdefault(name, (Stage(name),))
+    missing = {name: [s.family for s in stages if s.family not in FAMILIES] for name, stages in table.items()}
+    if families is None:
+        chosen = [(n, s) for n, s in table.items() if not missing[n]]
+        skipped = [{"entry": n, "reason": f"not available yet: family {', '.join(missing[n])} is not registered"}
+                   for n in table if missing[n]]
+        return chosen, skipped
+    chosen = []
+    for name in families:
+        if name not in table:
+            ready = [n for n in table if not missing[n]]
+            later = [n for n in table if missing[n]]
+            raise ConfigError(f"unknown family {name!r} for compare; choose from: {', '.join(ready)}"
+                              + (f" (not available yet: {', '.join(later)})" if later else ""))
+        if missing[name]:
+            raise ConfigError(f"{name} is not available yet: it needs the family {', '.join(missing[name])}, which "
+                              f"is not registered; registered: {', '.join(FAMILIES)}")
+        if name in [c[0] for c in chosen]:
+            raise ConfigError(f"{name} is named twice in --families")
+        chosen.append((name, table[name]))
+    if not chosen:
+        raise ConfigError("--families names no family")
+    return chosen, []
+
+
+def stage_configs(name: str, stages: tuple[Stage, ...], *, dataset: str, preset: str, budget: Budget,
+                  overrides: list[str], runs_dir: Path) -> Entry:
+    """The resolved config and run directory of each stage of an entry."""
+    entry = Entry(name, stages)
+    for i, stage in enumerate(stages):
+        extra = list(overrides) + budget.overrides(stage.share)
+        if stage.autoencoder_from is not None:
+            if not 0 <= stage.autoencoder_from < i:
+                raise ConfigError(f"entry {name}: stage {i} takes its autoencoder from stage {stage.autoencoder_from}, "
+                                  f"which is not an earlier stage")
+            extra.append(f"model.autoencoder={entry.dirs[stage.autoencoder_from].resolve()}")
+        try:
+            cfg = resolve_config(stage.family, dataset=dataset, preset=preset, overrides=extra)
+        except ConfigError as e:
+            raise ConfigError(f"entry {name}, stage {stage.family}: {e}") from None
+        entry.configs.append(cfg)
+        entry.dirs.append(runs_dir / name / stage.family)
+    return entry
+
+
+# ----------------------------------------------------------------------------------------
+# training
+
+
+def run_status(run_dir: Path, cfg: RunConfig | None = None) -> tuple[str, dict | None]:
+    """("new" | "partial" | "finished", checkpoint state without weights). Finished = the checkpoint reached its
+    budget: its step is the LR horizon, or its elapsed training time reached train.minutes."""
+    path = Path(run_dir) / ckpt.CHECKPOINT
+    if not path.is_file():
+        return "new", None
+    state = ckpt.load_checkpoint(path)
+    info = {k: state[k] for k in ("step", "horizon", "elapsed_s", "consumed")}
+    if cfg is None:
+        cfg = load_config_json((Path(run_dir) / ckpt.CONFIG).read_text())
+    minutes = cfg.train.minutes
+    done = info["step"] >= info["horizon"] or (minutes > 0 and info["elapsed_s"] >= minutes * 60)
+    return ("finished" if done else "partial"), info
+
+
+def check_reusable(run_dir: Path, cfg: RunConfig) -> None:
+    """A run is reused only if it was trained with this comparison's config (budget included)."""
+    saved = load_config_json((run_dir / ckpt.CONFIG).read_text())
+    changed = [d for d in diff(saved, cfg) if d.split(":")[0] not in REUSABLE_CHANGES]
+    if changed:
+        raise ConfigError(f"{run_dir} was trained with a different config than this comparison asks for "
+                          f"({'; '.join(changed)[:300]}); use the same flags as before, or another --out")
+
+
+def train_entry(entry: Entry, *, resume: bool, progress: bool) -> list[dict]:
+    """Train (or reuse / continue) each stage in order; returns per-stage session records."""
+    from genzoo.train.trainer import train
+
+    records = []
+    for i, (stage, cfg, run_dir) in enumerate(zip(entry.stages, entry.configs, entry.dirs)):
+        status, info = run_status(run_dir, cfg)
+        where = f"{entry.name}: stage {i + 1}/{len(entry.stages)} {stage.family}"
+        if status != "new":
+            if not resume:
+                raise ConfigError(f"{run_dir} already holds a run; pass --resume to reuse finished runs and continue "
+                                  f"interrupted ones, or choose another --out")
+            check_reusable(run_dir, cfg)
+        if status == "finished":
+            log.info("%s: reusing the finished run in %s (step %d)", where, run_dir, info["step"])
+            records.append({"trained": False, "session_s": 0.0})
+            continue
+        budget = (f"{cfg.train.minutes:g} min" if cfg.train.minutes else f"{cfg.train.steps} steps")
+        log.info("%s: %s (%s) in %s", where, "continuing from step %d" % info["step"] if info else "training",
+                 budget, run_dir)
+        t0 = time.time()
+        summary = train(cfg, run_dir, resume=status == "partial", progress=progress)
+        records.append({"trained": True, "session_s": time.time() - t0})
+        log.info("%s: %d steps, %.0f s of training (%s)", where, summary["step"], summary["train_s"], summary["stop"])
+    return records
+
+
+def stage_record(stage: Stage, cfg: RunConfig, run_dir: Path) -> dict:
+    """What a finished stage cost: steps, training seconds, images seen and training images/s."""
+    from genzoo.evaluation.harness import training_cost
+
+    status, info = run_status(run_dir, cfg)
+    if status != "finished":
+        raise CheckpointError(f"{run_dir} is not finished ({status}); continue it with `genzoo compare ... --resume` "
+                              f"or `genzoo train {cfg.family} --out {run_dir} --resume`")
+    cost = training_cost(run_dir)
+    rows = [json.loads(x) for x in (run_dir / ckpt.METRICS).read_text().splitlines()]
+    ends = [r for r in rows if r.get("event") == "end"]
+    return {"family": stage.family, "run": str(run_dir), "share": stage.share,
+            "autoencoder_from": stage.autoencoder_from,
+            "budget": {"steps": cfg.train.steps, "minutes": cfg.train.minutes},
+            "step": info["step"], "stop": ends[-1]["stop"] if ends else None,
+            "batch_size": cfg.train.batch_size, "class_cond": bool(getattr(cfg.model, "class_cond", False)),
+            "train_s": cost["train_s"] if cost["train_s"] is not None else info["elapsed_s"],
+            "images_seen": (cost["images_seen"] if cost["images_seen"] is not None
+                            else info["step"] * cfg.train.batch_size),
+            "train_img_per_s": cost["train_img_per_s"],
+            "in_loop_fd": [{"step": r["step"], "elapsed_s": r["elapsed_s"], "fd": r["fd"],
+                            "extractor": r["fd_extractor"], "n": r["eval_n"]} for r in rows if "fd" in r],
+            "config": cfg.to_dict()}
+
+
+# ----------------------------------------------------------------------------------------
+# evaluation, cached per run and protocol
+
+
+def _file_sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cache_key(run_dir: Path, protocol: Protocol, dataset: str, extra: dict) -> tuple[str, dict]:
+    """The evaluation's identity: the protocol, the run's config and the checkpoint's step and time."""
+    _, info = run_status(run_dir)
+    key = {"protocol": protocol.key(), "metrics": list(protocol.metrics_for(dataset)), **extra,
+           "config_sha256": _file_sha(run_dir / ckpt.CONFIG), "step": info["step"],
+           "elapsed_s": round(info["elapsed_s"], 3)}
+    key = json.loads(json.dumps(key))  # as it reads back from the cache file (tuples -> lists)
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16], key
+
+
+def evaluate_cached(run_dir: Path, protocol: Protocol, dataset: str, *, sampler_overrides=(), metrics=None,
+                    progress: bool = False) -> tuple[dict, bool]:
+    """harness.evaluate_run under `protocol`, cached as run_dir/eval-<key>.json; returns (result, from_cache)."""
+    from genzoo.evaluation.harness import evaluate_run
+
+    metrics = tuple(metrics or protocol.metrics_for(dataset))
+    digest, key = _cache_key(run_dir, protocol, dataset, {"sampler": list(sampler_overrides), "eval_metrics": metrics})
+    path = run_dir / f"eval-{digest}.json"
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            return cached["result"], True
+    t0 = time.time()
+    result = evaluate_run(run_dir, n=protocol.n, metrics=metrics, seed=protocol.seed, n_ref=protocol.n_ref,
+                          ref_split=protocol.ref_split, sampler_overrides=list(sampler_overrides),
+                          batch_size=protocol.batch_size, device=protocol.resolved_device(),
+                          fid_weights=protocol.fid_weights, download=protocol.download, progress=progress)
+    result["eval_s"] = time.time() - t0
+    ckpt.atomic_write_text(path, json.dumps({"key": key, "result": result}, indent=2) + "\n")
+    return result, False
+
+
+def grid_cached(run_dir: Path, protocol: Protocol, dataset: str) -> tuple[torch.Tensor, int]:
+    """`protocol.grid_n` samples from seed `protocol.seed` (what `genzoo sample RUN --n N --seed S` draws), uint8,
+    cached as run_dir/grid-<key>.npz; and the grid's row length (the number of classes when conditional)."""
+    from genzoo.evaluation.harness import generate
+    from genzoo.runs import open_run
+
+    digest, key = _cache_key(run_dir, protocol, dataset, {"grid_n": protocol.grid_n})
+    path = run_dir / f"grid-{digest}.npz"
+    if path.is_file():
+        with np.load(path) as f:
+            if json.loads(str(f["key"])) == key:
+                return torch.from_numpy(f["images"]), int(f["nrow"])
+    device = protocol.resolved_device()
+    run = open_run(run_dir, device=device)
+    images, _, _ = generate(run.model, protocol.grid_n, seed=protocol.seed, batch_size=protocol.batch_size,
+                            device=device, knobs=vars(run.config.sampler))
+    K = run.model.num_classes
+    nrow = K if K and protocol.grid_n >= K else 10
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, images=images.numpy(), nrow=nrow, key=json.dumps(key))
+    tmp.replace(path)
+    return images, nrow
+
+
+def evaluate_entry(name: str, stages: list[dict], protocol: Protocol, *, progress: bool = False) -> tuple[dict, tuple]:
+    """Score an entry (its last stage generates) and gather its cost over all stages."""
+    last = Path(stages[-1]["run"])
+    dataset = stages[-1]["config"]["data"]["dataset"]
+    log.info("%s: evaluating %s (n=%d, %s)", name, last, protocol.n, ",".join(protocol.metrics_for(dataset)))
+    t0 = time.time()
+    result, cached = evaluate_cached(last, protocol, dataset, progress=progress)
+    sweep = []
+    sampler = stages[-1]["config"]["sampler"]
+    if protocol.sampler_steps and "steps" in sampler:
+        primary = ("fd",) if "fd" in protocol.metrics_for(dataset) else ("fid",)
+        for s in protocol.sampler_steps:
+            r, _ = evaluate_cached(last, protocol, dataset, sampler_overrides=[f"steps={s}"], metrics=primary,
+                                   progress=progress)
+            sweep.append({"steps": s, "metrics": r["metrics"], "cost": r["cost"]})
+    grid = grid_cached(last, protocol, dataset)
+    spent = time.time() - t0
+    main = result["metrics"].get("fd") or result["metrics"].get("fid")
+    log.info("%s: %s%s", name, f"{main['protocol']['metric']} {main['value']:.4g}" if main else "evaluated",
+             " (cached evaluation)" if cached else f" ({spent:.0f} s)")
+    entry = {"name": name, "families": [s["family"] for s in stages], "two_stage": len(stages) > 1,
+             "dataset": dataset, "stages": stages,
+             "train_s": sum(s["train_s"] for s in stages), "images_seen": sum(s["images_seen"] for s in stages),
+             "eval": result, "eval_cached": cached, "eval_session_s": spent, "sweep": sweep}
+    return entry, grid
+
+
+# ----------------------------------------------------------------------------------------
+# the whole comparison
+
+
+def compare(*, dataset: str = "mnist", families: list[str] | None = None, preset: str = "quick",
+            budget: Budget = Budget(), out: str | Path = "reports/compare", resume: bool = False,
+            overrides: list[str] = (), protocol: Protocol = Protocol(), progress: bool = True,
+            command: str = "") -> dict:
+    """Train (or reuse) every selected entry under `budget`, evaluate each under `protocol`, write the report."""
+    from genzoo.evaluation import report
+
+    t_start = time.time()
+    out = Path(out)
+    chosen, skipped = select_entries(families)
+    for s in skipped:
+        log.info("skipping %s (%s)", s["entry"], s["reason"])
+    entries = [stage_configs(n, st, dataset=dataset, preset=preset, budget=budget, overrides=list(overrides),
+                             runs_dir=out / "runs") for n, st in chosen]
+    existing = [(d, c) for e in entries for d, c in zip(e.dirs, e.configs) if (d / ckpt.CHECKPOINT).exists()]
+    if existing and not resume:
+        raise ConfigError(f"{out} already holds runs of a comparison ({existing[0][0]}, ...); pass --resume to reuse "
+                          f"finished runs and continue interrupted ones, or choose another --out")
+    for d, c in existing:  # fail before training anything if a run to reuse does not match
+        check_reusable(d, c)
+
+    train_s = 0.0
+    for k, entry in enumerate(entries):
+        log.info("[%d/%d] %s: %s", k + 1, len(entries), entry.name,
+                 " -> ".join(f"{s.family} ({s.share:.0%})" for s in entry.stages))
+        train_s += sum(r["session_s"] for r in train_entry(entry, resume=resume, progress=progress))
+    t_eval = time.time()
+    results, grids = [], {}
+    for entry in entries:
+        stages = [stage_record(s, c, d) for s, c, d in zip(entry.stages, entry.configs, entry.dirs)]
+        r, grids[entry.name] = evaluate_entry(entry.name, stages, protocol, progress=progress)
+        results.append(r)
+    eval_s = time.time() - t_eval
+    doc = report.results_document(results, skipped=skipped, protocol=protocol, budget=budget, preset=preset,
+                                  dataset=dataset, command=command,
+                                  session={"train_s": train_s, "eval_s": eval_s, "total_s": time.time() - t_start})
+    report.render(doc, grids, out)
+    log.info("report in %s (training %.0f s, evaluation %.0f s this session)", out / "index.html", train_s, eval_s)
+    return doc
+
+
+def report_from_runs(run_dirs: list[str | Path], *, out: str | Path, protocol: Protocol = Protocol(),
+                     progress: bool = False, command: str = "") -> dict:
+    """Re-render a report from finished runs. A run whose config names a `model.autoencoder` run becomes a
+    two-stage entry with that run as its first stage (so both stages count in its cost)."""
+    from genzoo.evaluation import report
+
+    t_start = time.time()
+    results, grids, names = [], {}, set()
+    for run_dir in map(Path, run_dirs):
+        if not (run_dir / ckpt.CONFIG).is_file():
+            raise CheckpointError(f"{run_dir} is not a genzoo run (no {ckpt.CONFIG}); give run directories, "
+                                  f"e.g. REPORT_DIR/runs/vae/vae")
+        cfg = load_config_json((run_dir / ckpt.CONFIG).read_text())
+        chain = [(run_dir, cfg)]
+        while getattr(chain[0][1].model, "autoencoder", ""):
+            first = Path(chain[0][1].model.autoencoder)
+            chain.insert(0, (first, load_config_json((first / ckpt.CONFIG).read_text())))
+        stages = [stage_record(Stage(c.family, autoencoder_from=(i - 1 if i else None)), c, d)
+                  for i, (d, c) in enumerate(chain)]
+        total = sum(s["train_s"] for s in stages) or 1.0
+        for s in stages:
+            s["share"] = s["train_s"] / total  # the measured split (the recipe's is not known here)
+        name = cfg.family if cfg.family not in names else f"{cfg.family} ({run_dir.name})"
+        names.add(name)
+        r, grids[name] = evaluate_entry(name, stages, protocol, progress=progress)
+        results.append(r)
+    datasets = sorted({r["dataset"] for r in results})
+    if len(datasets) > 1:
+        raise ConfigError(f"the runs are on different datasets ({', '.join(datasets)}); report one dataset at a time")
+    doc = report.results_document(results, skipped=[], protocol=protocol, budget=None, preset=None,
+                                  dataset=datasets[0], command=command,
+                                  session={"train_s": 0.0, "eval_s": time.time() - t_start,
+                                           "total_s": time.time() - t_start})
+    report.render(doc, grids, Path(out))
+    return doc

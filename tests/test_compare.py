@@ -1,0 +1,262 @@
+"""`genzoo compare` and `genzoo report`: equal budgets, one protocol, a self-contained report, resumable.
+
+Fast: tiny presets on scikit-learn's real 8x8 digits (its committed classifier makes FD cheap; synthetic
+data has none, so its metrics would need the Inception network).
+"""
+
+import json
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from genzoo import compare as C
+from genzoo.cli import main
+from genzoo.errors import ConfigError
+from genzoo.evaluation import harness
+from genzoo.registry import FAMILIES, Family
+from genzoo.train import checkpoint as ckpt
+from genzoo.train import trainer
+
+REPORT_FILES = ("index.html", "report.md", "results.json", "samples.png", "quality_vs_time.png",
+                "quality_vs_sampling_cost.png", "speed.png")
+PROTOCOL = C.Protocol(n=120, n_ref=300, grid_n=20, device="cpu")
+FD_ONLY = C.Protocol(n=60, n_ref=300, grid_n=10, metrics=("fd",), device="cpu")  # for tests about training
+
+
+def run_compare(out, families, steps=10, **kw):
+    return C.compare(dataset="digits", families=families, preset="tiny", budget=C.Budget("steps", steps), out=out,
+                     protocol=kw.pop("protocol", PROTOCOL), progress=False, command="test", **kw)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One compare of vae and gan, shared by the tests that only read it."""
+    out = tmp_path_factory.mktemp("compare") / "report"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENZOO_DATA", str(tmp_path_factory.getbasetemp() / "data"))
+        doc = run_compare(out, ["vae", "gan"])
+    return out, doc
+
+
+# ----------------------------------------------------------------------------------------
+# a second-stage family for the stage wiring: a refiner on top of a frozen VAE, with a `steps` knob
+
+
+@dataclass
+class RefinerConfig:
+    autoencoder: str = ""
+    class_cond: bool = False
+
+
+@dataclass
+class RefinerSampler:
+    steps: int = 2
+
+
+class Refiner(nn.Module):
+    """Samples the frozen VAE, then applies a learned 3x3 residual `steps` times (1 + steps network passes)."""
+
+    phases = ("main",)
+    AUTOENCODER_FAMILIES = ("vae",)
+
+    def __init__(self, cfg, image_shape, num_classes=0, autoencoder=None):
+        super().__init__()
+        assert autoencoder is not None, "build_model passes the first stage's run"
+        self.num_classes, self.autoencoder = 0, autoencoder
+        self.refine = nn.Conv2d(image_shape[0], image_shape[0], 3, padding=1)
+
+    def parameters_for(self, phase):
+        return self.refine.parameters()
+
+    def loss(self, batch, phase="main"):
+        return {"loss": (batch.images + 0.1 * self.refine(batch.images) - batch.images).pow(2).mean()}
+
+    def network_evaluations(self, steps=2):
+        return 1 + steps
+
+    @torch.no_grad()
+    def sample(self, n, *, labels=None, generator=None, steps=2):
+        x = self.autoencoder.sample(n, generator=generator)
+        for _ in range(steps):
+            x = (x + 0.1 * self.refine(x)).clamp(-1, 1)
+        return x
+
+
+REFINER = Family("refiner", "test-only second stage", Refiner, RefinerConfig, RefinerSampler,
+                 {"tiny": {"train": {"steps": 10, "batch_size": 16, "warmup_steps": 1, "log_every": 2,
+                                     "sample_every": 0, "ckpt_every": 100, "n_grid": 4}}})
+
+
+@pytest.fixture
+def two_stage(monkeypatch):
+    monkeypatch.setitem(FAMILIES, "refiner", REFINER)
+    monkeypatch.setitem(C.ENTRIES, "vae+refiner", (C.Stage("vae", share=0.5),
+                                                   C.Stage("refiner", share=0.5, autoencoder_from=0)))
+
+
+# ----------------------------------------------------------------------------------------
+
+
+class Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sources = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"])
+
+
+def test_a_compare_writes_every_report_file(finished):
+    out, doc = finished
+    for name in REPORT_FILES + ("samples-vae.png", "samples-gan.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for name in ("samples.png", "speed.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    assert [e["name"] for e in doc["entries"]] == ["vae", "gan"]
+    assert {p.parent.name for p in (out / "runs").glob("*/*/checkpoint.pt")} == {"vae", "gan"}
+    md = (out / "report.md").read_text()
+    assert "| vae | vae |" in md and "| gan | gan |" in md and "![" in md
+    assert "None shown" in md, "no published number matches a digits protocol: the report says so"
+
+
+def test_index_html_parses_and_embeds_every_image(finished):
+    out, _ = finished
+    parser = Images()
+    parser.feed((out / "index.html").read_text())
+    assert len(parser.sources) == 4
+    for src in parser.sources:
+        assert src.startswith("data:image/png;base64,") or (out / src).is_file(), src[:60]
+
+
+def test_results_json_carries_protocol_machine_and_costs(finished):
+    out, _ = finished
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["protocol"]["n"] == 120 and doc["protocol"]["metrics"] == ["fd", "kid", "pr", "is", "bpd"]
+    assert doc["protocol"]["reference"] == "digits/train" and doc["command"] == "test"
+    for key in ("cpu", "cpu_count", "torch_threads", "gpu", "torch", "python"):
+        assert key in doc["machine"]
+    assert doc["budget"]["kind"] == "steps" and doc["budget"]["value"] == 10
+    for e in doc["entries"]:
+        for name, m in e["eval"]["metrics"].items():
+            assert "protocol" in m and "metric" in m["protocol"], name
+        assert e["eval"]["metrics"]["fd"]["protocol"]["n_generated"] == 120
+        (stage,) = e["stages"]
+        assert stage["step"] == 10 and stage["images_seen"] == 10 * stage["batch_size"] == e["images_seen"]
+        assert stage["train_s"] > 0 and stage["train_img_per_s"] > 0 and e["eval"]["cost"]["sample_img_per_s"] > 0
+    vae = doc["entries"][0]["eval"]["metrics"]
+    assert "bound" in vae["bpd"]["protocol"]["metric"] and "bpd" not in doc["entries"][1]["eval"]["metrics"]
+
+
+def test_the_table_matches_genzoo_eval_of_the_same_run(finished, capsys):
+    out, doc = finished
+    assert main(["eval", str(out / "runs" / "gan" / "gan"), "--n", "120", "--n-ref", "300", "--device", "cpu",
+                 "--no-progress"]) == 0
+    direct = json.loads(capsys.readouterr().out)["metrics"]
+    ours = doc["entries"][1]["eval"]["metrics"]
+    for k in ("fd", "kid", "precision", "recall", "class_score"):
+        assert ours[k]["value"] == pytest.approx(direct[k]["value"], rel=1e-9), k
+
+
+def test_resume_of_a_finished_compare_retrains_and_reevaluates_nothing(finished, monkeypatch):
+    out, doc = finished
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
+
+    def forbidden(*a, **k):
+        raise AssertionError("a finished comparison was recomputed")
+
+    monkeypatch.setattr(trainer, "train", forbidden)
+    monkeypatch.setattr(harness, "evaluate_run", forbidden)
+    monkeypatch.setattr(harness, "generate", forbidden)
+    again = run_compare(out, ["vae", "gan"], resume=True)
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    assert all(e["eval_cached"] for e in again["entries"]) and again["session"]["train_s"] == 0
+    for a, b in zip(doc["entries"], again["entries"]):
+        assert a["eval"]["metrics"]["fd"] == b["eval"]["metrics"]["fd"]
+
+
+def test_an_existing_comparison_is_never_overwritten_nor_reused_with_another_budget(finished):
+    out, _ = finished
+    with pytest.raises(ConfigError, match="--resume"):
+        run_compare(out, ["vae", "gan"])
+    with pytest.raises(ConfigError, match="train.steps: 10 -> 12"):
+        run_compare(out, ["vae", "gan"], steps=12, resume=True)
+
+
+def test_an_interrupted_stage_is_continued_not_restarted(tmp_path):
+    entry = C.stage_configs("vae", C.ENTRIES["vae"], dataset="digits", preset="tiny", budget=C.Budget("steps", 10),
+                            overrides=[], runs_dir=tmp_path / "runs")
+    trainer.train(entry.configs[0], entry.dirs[0], stop_after=4, progress=False)  # as if Ctrl-C at step 4
+    assert C.run_status(entry.dirs[0])[0] == "partial"
+    doc = run_compare(tmp_path, ["vae"], resume=True, protocol=FD_ONLY)
+    rows = (entry.dirs[0] / ckpt.METRICS).read_text().splitlines()
+    assert [json.loads(r)["step"] for r in rows if '"event"' in r] == [4, 10], "one session to 4, then 4 -> 10"
+    assert doc["entries"][0]["stages"][0]["step"] == 10
+
+
+def test_unknown_and_unavailable_families_are_clear_errors(monkeypatch, tmp_path):
+    with pytest.raises(ConfigError, match="unknown family 'vea'.*vae"):
+        run_compare(tmp_path, ["vea"])
+    monkeypatch.setitem(C.ENTRIES, "future", (C.Stage("vae", share=0.5), C.Stage("nonexistent", share=0.5)))
+    with pytest.raises(ConfigError, match="future is not available yet.*nonexistent"):
+        run_compare(tmp_path, ["future"])
+    chosen, skipped = C.select_entries()
+    assert "future" not in [n for n, _ in chosen] and {"vae", "gan"} <= {n for n, _ in chosen}
+    assert {"entry": "future", "reason": "not available yet: family nonexistent is not registered"} in skipped
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_unknown_family_is_one_line(capsys, tmp_path):
+    assert main(["compare", "--dataset", "digits", "--families", "vae,nope", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown family 'nope'" in err
+
+
+def test_a_two_stage_entry_wires_its_stages_and_counts_both(two_stage, tmp_path, capsys):
+    out = tmp_path / "report"
+    code = main(["compare", "--dataset", "digits", "--families", "vae+refiner", "--preset", "tiny", "--steps", "20",
+                 "--out", str(out), "--eval-n", "60", "--n-ref", "300", "--grid-n", "10", "--sampler-steps", "1,3",
+                 "--metrics", "fd",
+                 "--device", "cpu", "--no-progress"])
+    assert code == 0 and "index.html" in capsys.readouterr().out
+    first, second = out / "runs" / "vae+refiner" / "vae", out / "runs" / "vae+refiner" / "refiner"
+    cfg = json.loads((second / ckpt.CONFIG).read_text())
+    assert cfg["model"]["autoencoder"] == str(first.resolve())
+    assert cfg["train"]["steps"] == 10 and json.loads((first / ckpt.CONFIG).read_text())["train"]["steps"] == 10
+    doc = json.loads((out / "results.json").read_text())
+    (e,) = doc["entries"]
+    assert e["two_stage"] and [s["family"] for s in e["stages"]] == ["vae", "refiner"]
+    assert e["train_s"] == pytest.approx(sum(s["train_s"] for s in e["stages"]))
+    assert e["images_seen"] == 10 * 32 + 10 * 16
+    assert e["eval"]["cost"]["network_evaluations_per_sample"] == 3
+    assert [(s["steps"], s["cost"]["network_evaluations_per_sample"]) for s in e["sweep"]] == [(1, 2), (3, 4)]
+    assert "count both stages" in (out / "report.md").read_text()
+
+    # `genzoo report` on the last stage alone finds its first stage through model.autoencoder
+    assert main(["report", str(second), "--out", str(tmp_path / "again"), "--eval-n", "60", "--n-ref", "300",
+                 "--grid-n", "10", "--metrics", "fd", "--device", "cpu", "--no-progress"]) == 0
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert [s["family"] for s in again["entries"][0]["stages"]] == ["vae", "refiner"]
+    assert again["entries"][0]["eval"]["metrics"]["fd"] == e["eval"]["metrics"]["fd"]
+    assert again["entries"][0]["eval_cached"], "the same protocol reuses the cached evaluation"
+    for name in REPORT_FILES:
+        assert (tmp_path / "again" / name).is_file()
+
+
+def test_published_numbers_stand_beside_ours_only_under_their_protocol():
+    from genzoo.evaluation.report import anchors_for
+
+    def entry(dataset, n, split="train", cond=False):
+        fid = {"value": 5.0, "protocol": {"metric": "FID", "n_generated": n, "reference": f"{dataset}/{split}"}}
+        return {"families": ["ddpm"], "dataset": dataset, "stages": [{"class_cond": cond}],
+                "eval": {"metrics": {"fid": fid}}}
+
+    assert [a["value"] for a in anchors_for(entry("cifar10", 50000))] == [3.17]
+    assert anchors_for(entry("cifar10", 10000)) == [], "FID-10k is not FID-50k"
+    assert anchors_for(entry("cifar10", 50000, split="test")) == []
+    assert anchors_for(entry("cifar10", 50000, cond=True)) == []
+    assert anchors_for(entry("mnist", 50000)) == []
