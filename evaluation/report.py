@@ -151,6 +151,8 @@ def fmt(x, digits: int = 4) -> str:
         return f"{int(x):,}"
     if x == 0 or not math.isfinite(x):
         return str(x)
+    if abs(x) >= 10 ** digits:
+        return f"{x:,.0f}"
     return f"{x:.{digits}g}" if abs(x) >= 1e-3 else f"{x:.2e}"
 
 
@@ -175,8 +177,8 @@ def bpd_text(e: dict) -> str:
 def results_table(doc: dict) -> tuple[list[str], list[list[str]]]:
     entries = doc["entries"]
     has = {k: any(k in e["eval"]["metrics"] for e in entries) for k in ("fd", "fid")}
-    names = {k: next((e["eval"]["metrics"][k]["protocol"]["metric"] for e in entries if k in e["eval"]["metrics"]), k)
-             for k in ("fd", "fid", "kid")}
+    names = {k: next((e["eval"]["metrics"][k]["protocol"]["metric"] for e in entries if k in e["eval"]["metrics"]),
+                     k.upper()) for k in ("fd", "fid", "kid")}
     header = ["entry", "stages"] + [f"{names[k]} ↓" for k in ("fd", "fid") if has[k]] + [
         f"{names['kid']} ↓", "precision", "recall", "bits/dim ↓", "class score", "parameters", "train min",
         "images seen", "train img/s", "sample img/s", "NFE/sample"]
@@ -245,6 +247,16 @@ def plot_samples(doc: dict, grids: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _plain_log_labels(axis) -> None:
+    """Tick labels of a log axis as plain numbers (1,400 rather than 1.4 x 10^3)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    label = FuncFormatter(lambda v, _: fmt(v, 3))
+    lo, hi = axis.get_view_interval()
+    axis.set_major_formatter(label)
+    axis.set_minor_formatter(label if lo > 0 and hi / lo < 10 else NullFormatter())  # minor labels within a decade
+
+
 def plot_quality_vs_time(doc: dict, path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
@@ -264,9 +276,11 @@ def plot_quality_vs_time(doc: dict, path: Path) -> None:
             drawn = True
     if drawn:
         ax.set_yscale("log")
+        _plain_log_labels(ax.yaxis)
         ax.legend(fontsize=7)
     else:
         ax.text(0.5, 0.5, "no quality measurements", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlim(left=0)
     ax.set_xlabel("training seconds (all stages)")
     ax.set_ylabel("Fréchet distance ↓")
     ax.grid(alpha=0.3)
@@ -285,10 +299,10 @@ def plot_quality_vs_sampling_cost(doc: dict, path: Path) -> None:
         key = "fd" if "fd" in e["eval"]["metrics"] else "fid"
         pts = [(s["cost"]["network_evaluations_per_sample"], s["metrics"][key]["value"]) for s in e["sweep"]
                if key in s["metrics"] and s["cost"]["network_evaluations_per_sample"]]
-        if pts:
-            pts.sort()
-            ax.plot(*zip(*pts), marker="o", ms=4, color=color, label=f"{e['name']} (sampler steps sweep)")
         main, nfe = primary_metric(e), e["eval"]["cost"]["network_evaluations_per_sample"]
+        if pts:
+            pts = sorted(set(pts + ([(nfe, main["value"])] if main and nfe else [])))
+            ax.plot(*zip(*pts), marker="o", ms=4, color=color, label=f"{e['name']} (sampler steps sweep)")
         if main and nfe:
             ax.plot([nfe], [main["value"]], marker="*", ms=12, color=color, linestyle="none",
                     label=f"{e['name']} ({nfe} NFE)")
@@ -296,6 +310,8 @@ def plot_quality_vs_sampling_cost(doc: dict, path: Path) -> None:
     if drawn:
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _plain_log_labels(ax.xaxis)
+        _plain_log_labels(ax.yaxis)
         ax.legend(fontsize=7)
     else:
         ax.text(0.5, 0.5, "no family reports network evaluations", ha="center", va="center", transform=ax.transAxes)

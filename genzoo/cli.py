@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     co.add_argument("--resume", action="store_true", help="reuse finished runs and cached evaluations in --out, "
                                                           "continue interrupted runs")
     co.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                    help="overrides for every stage, e.g. train.threads=1 (train.* and data.* are common)")
+                    help="overrides for every stage, e.g. train.threads=1 model.class_cond=true, or for one "
+                         "family: gan:train.lr=1e-4")
     co.add_argument("--root", help="data directory")
     _report_args(co)
     re_ = sub.add_parser("report", help="re-render a comparison report from finished runs")

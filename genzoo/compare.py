@@ -47,6 +47,7 @@ class Stage:
     family: str
     share: float = 1.0  # fraction of the entry's budget (--minutes-per-family / --steps) this stage gets
     autoencoder_from: int | None = None  # index of an earlier stage whose finished run is model.autoencoder
+    overrides: tuple[str, ...] = ()  # the recipe's own `--set` items for this stage (before the user's)
 
 
 # The comparison's entries, in report order. An entry runs only when all its families are registered
@@ -163,12 +164,28 @@ def select_entries(families: list[str] | None = None) -> tuple[list[tuple[str, t
     return chosen, []
 
 
+def scoped(overrides: list[str], family: str) -> list[str]:
+    """The `--set` items for `family`: unscoped `key=value` apply to every stage, `FAMILY:key=value` to one family."""
+    out = []
+    for item in overrides:
+        key = item.partition("=")[0]
+        if ":" in key:
+            target, _, rest = item.partition(":")
+            if target.strip() not in FAMILIES:
+                raise ConfigError(f"--set {item}: unknown family {target!r}; choose from: {', '.join(FAMILIES)}")
+            if target.strip() == family:
+                out.append(rest)
+        else:
+            out.append(item)
+    return out
+
+
 def stage_configs(name: str, stages: tuple[Stage, ...], *, dataset: str, preset: str, budget: Budget,
                   overrides: list[str], runs_dir: Path) -> Entry:
     """The resolved config and run directory of each stage of an entry."""
     entry = Entry(name, stages)
     for i, stage in enumerate(stages):
-        extra = list(overrides) + budget.overrides(stage.share)
+        extra = list(stage.overrides) + scoped(overrides, stage.family) + budget.overrides(stage.share)
         if stage.autoencoder_from is not None:
             if not 0 <= stage.autoencoder_from < i:
                 raise ConfigError(f"entry {name}: stage {i} takes its autoencoder from stage {stage.autoencoder_from}, "

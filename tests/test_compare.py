@@ -260,3 +260,18 @@ def test_published_numbers_stand_beside_ours_only_under_their_protocol():
     assert anchors_for(entry("cifar10", 50000, split="test")) == []
     assert anchors_for(entry("cifar10", 50000, cond=True)) == []
     assert anchors_for(entry("mnist", 50000)) == []
+
+
+def test_overrides_apply_to_every_stage_or_to_one_family(tmp_path):
+    def resolve(*items):
+        return [C.stage_configs(n, C.ENTRIES[n], dataset="digits", preset="tiny", budget=C.Budget("minutes", 3),
+                                overrides=list(items), runs_dir=tmp_path).configs[0] for n in ("vae", "gan")]
+
+    vae, gan = resolve("model.class_cond=true", "gan:train.lr=1e-4", "train.threads=1")
+    assert vae.model.class_cond and gan.model.class_cond and vae.train.threads == gan.train.threads == 1
+    assert gan.train.lr == 1e-4 and vae.train.lr != 1e-4
+    assert vae.train.minutes == gan.train.minutes == 3 and vae.train.steps == 0
+    with pytest.raises(ConfigError, match="unknown family 'gna'"):
+        resolve("gna:train.lr=1e-4")
+    with pytest.raises(ConfigError, match="entry vae, stage vae: unknown key 'model.z_channels'"):
+        resolve("model.z_channels=3")
