@@ -57,3 +57,25 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def sample_categorical(logits: torch.Tensor, generator: torch.Generator | None = None, temperature: float = 1.0,
+                       top_k: int = 0) -> torch.Tensor:
+    """One draw per row of `logits` (..., V) from softmax(logits / temperature), restricted to the top k.
+
+    Gumbel-max: argmax_v (logits_v / T + g_v), g_v = -log(-log u_v), u_v ~ U(0, 1), is an exact draw
+    (Gumbel 1954; Maddison et al. 2014). Unlike inverting a cumulative sum, the draw only changes when
+    two perturbed logits are within rounding of each other, so two computations of the same logits
+    that differ in the last bits (e.g. cached and uncached sampling) give the same samples.
+    temperature = 0 is greedy (argmax); top_k = 0 keeps all values.
+    """
+    logits = logits.float()
+    if top_k:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]  # (..., 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if temperature == 0:
+        return logits.argmax(-1)
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    u = torch.rand(logits.shape, generator=generator, device=logits.device)
+    return (logits / temperature - torch.log(-torch.log(u))).argmax(-1)

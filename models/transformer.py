@@ -1,0 +1,254 @@
+"""A causal transformer over image tokens: ImageGPT on pixels (Chen et al. 2020), or the prior of a VQ-VAE.
+
+    p(s | y) = prod_t p(s_t | s_<t, y)        s = the image as a sequence of T tokens, y = the class
+
+Pixels (default): one token per sub-pixel, a 256-way categorical over its 8-bit value, in raster order
+with the channels innermost (R, G, B of a pixel, then the next pixel): T = H * W * C. The likelihood
+is exact: `log_likelihood` gives bits/dim, and a model with all-zero logits scores exactly 8.
+
+VQ-VAE prior (`model.autoencoder=RUN_DIR`, a finished `vqvae` run): the tokens are the frozen VQ-VAE's
+code indices in raster order, T = h * w, the vocabulary is its codebook. `loss` encodes each batch
+to tokens (no gradient), `sample` draws a token grid and decodes it (van den Oord et al. 2017, Sec. 3.2,
+with a transformer instead of a PixelCNN over the latents, as in DALL-E 1). There is no pixel
+likelihood in this mode (the decoder is deterministic), so the model has no `log_likelihood` and
+`genzoo eval --metrics bpd` leaves it out; the exact NLL of the token grid is logged as
+`bits_per_token`. The autoencoder's weights are saved in this run's checkpoint, never trained.
+
+Network (GPT-2 style): token + learned position embeddings, pre-norm blocks
+x += Attn(LN(x)); x += MLP(LN(x)) with causal `scaled_dot_product_attention`, a final LN and a linear
+head. The input is [start, s_0, ..., s_{T-2}]: the start token carries the class (one learned
+start embedding per class; one in all when unconditional), so position t predicts s_t.
+
+Sampling is one token at a time. With `kv_cache=True` (default) each step runs one new token through
+the network and attends to the stored keys and values of the earlier ones (O(T) per step instead of
+O(T^2)); `kv_cache=False` recomputes the whole prefix each step. Both give the same samples for a
+seed (Gumbel-max draws, see `layers.sample_categorical`); benchmarks/kv_cache.py measures the speed-up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from genzoo.errors import ConfigError
+from genzoo.models.layers import sample_categorical
+
+LEVELS = 256  # 8-bit sub-pixel values: the vocabulary on pixels
+
+
+@dataclass
+class TransformerConfig:
+    d_model: int = 64
+    n_layers: int = 4
+    n_heads: int = 4
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    class_cond: bool = False  # a start token per class
+    autoencoder: str = ""  # a finished vqvae run directory: model its token grids (the VQ-VAE prior)
+
+
+@dataclass
+class SamplerConfig:
+    temperature: float = 1.0  # softmax(logits / temperature); 0 = greedy
+    top_k: int = 0  # sample among the k most likely tokens only; 0 = all
+    kv_cache: bool = True  # reuse the keys / values of earlier tokens (same samples, much faster)
+
+
+PRESETS = {
+    # seconds on CPU: for tests and smoke runs, not for quality
+    "tiny": {"model": {"d_model": 16, "n_layers": 2, "n_heads": 2},
+             "data": {"image_size": 16},
+             "train": {"steps": 20, "batch_size": 16, "lr": 1e-2, "warmup_steps": 5, "ema_decay": 0.9,
+                       "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 4}},
+    # real MNIST on 2 CPU cores in about 5 minutes (pixels; also the VQ-VAE prior with model.autoencoder=RUN)
+    "quick": {"model": {"d_model": 64, "n_layers": 4, "n_heads": 4},
+              "train": {"steps": 600, "batch_size": 32, "lr": 2e-3, "warmup_steps": 50, "ema_decay": 0.99,
+                        "weight_decay": 0.0, "log_every": 25, "sample_every": 0, "ckpt_every": 200, "n_grid": 64}},
+    # one GPU: MNIST / Fashion-MNIST pixels (T = 784), or a VQ-VAE prior
+    "standard": {"model": {"d_model": 256, "n_layers": 8, "n_heads": 8, "dropout": 0.1},
+                 "train": {"steps": 40000, "batch_size": 64, "lr": 5e-4, "warmup_steps": 1000, "ema_decay": 0.999,
+                           "weight_decay": 0.01, "sample_every": 5000, "ckpt_every": 2500}},
+}
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, d: int, n_heads: int, mlp_ratio: int, dropout: float):
+        super().__init__()
+        if d % n_heads:
+            raise ValueError(f"model.d_model={d} must be divisible by model.n_heads={n_heads}")
+        self.n_heads, self.dropout = n_heads, dropout
+        self.ln1, self.qkv, self.proj = nn.LayerNorm(d), nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.ln2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, mlp_ratio * d), nn.GELU(), nn.Linear(mlp_ratio * d, d),
+                                 nn.Dropout(dropout))
+
+    def attention(self, x: torch.Tensor, cache: dict | None, pos: int) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = (t.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)
+                   for t in self.qkv(x).split(D, dim=2))  # (B, nh, T, hd) each
+        if cache is None:  # the whole sequence at once, causal mask
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                               dropout_p=self.dropout if self.training else 0.0)
+        else:  # one new token at position `pos`: attend to the cached keys / values 0..pos
+            cache["k"][:, :, pos:pos + T], cache["v"][:, :, pos:pos + T] = k, v
+            y = F.scaled_dot_product_attention(q, cache["k"][:, :, :pos + T], cache["v"][:, :, :pos + T])
+        return self.proj(y.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
+
+    def forward(self, x: torch.Tensor, cache: dict | None = None, pos: int = 0) -> torch.Tensor:
+        x = x + self.attention(self.ln1(x), cache, pos)
+        return x + self.mlp(self.ln2(x))
+
+
+class Transformer(nn.Module):
+    phases = ("main",)
+    likelihood = "exact"  # of log_likelihood, on pixels
+    AUTOENCODER_FAMILIES = ("vqvae",)  # what model.autoencoder may point at (genzoo.runs.build_model)
+
+    def __init__(self, cfg: TransformerConfig, image_shape: tuple[int, int, int], num_classes: int = 0,
+                 autoencoder: nn.Module | None = None):
+        super().__init__()
+        if cfg.autoencoder and autoencoder is None:
+            raise ConfigError("model.autoencoder is set: build this model with genzoo.runs.build_model "
+                              "(as `genzoo train` does), which loads the frozen VQ-VAE run")
+        C, H, W = image_shape
+        self.cfg, self.image_shape = cfg, tuple(image_shape)
+        self.num_classes = num_classes if cfg.class_cond else 0
+        self.autoencoder = autoencoder  # frozen, eval mode (see train()); a submodule so .to() moves it
+        if autoencoder is None:
+            self.vocab, self.seq_len = LEVELS, C * H * W
+        else:
+            autoencoder.eval().requires_grad_(False)
+            h, w = autoencoder.latent_shape
+            self.vocab, self.seq_len = autoencoder.codebook_size, h * w
+        d = cfg.d_model
+        self.tok_emb = nn.Embedding(self.vocab, d)
+        self.start = nn.Embedding(max(1, self.num_classes), d)  # the start token: one per class
+        self.pos_emb = nn.Parameter(torch.zeros(self.seq_len, d))
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.n_layers))
+        self.ln_f, self.head = nn.LayerNorm(d), nn.Linear(d, self.vocab)
+        self._init_weights()
+
+    def _init_weights(self):
+        """GPT-2: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layers), zero biases."""
+        for name, p in self.named_parameters():
+            if name.startswith("autoencoder."):
+                continue
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            elif p.ndim >= 2 and "ln" not in name:
+                std = 0.02 / math.sqrt(2 * self.cfg.n_layers) if name.endswith(("proj.weight", "mlp.2.weight")) else 0.02
+                nn.init.normal_(p, std=std)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.autoencoder is not None:
+            self.autoencoder.eval()  # frozen first stage: never in training mode (no codebook updates)
+        return self
+
+    # -- images <-> token sequences ---------------------------------------------------------
+    def to_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) in [-1, 1] -> (B, T) int64: 8-bit values, channels innermost; or VQ code indices."""
+        if self.autoencoder is not None:
+            with torch.no_grad():
+                return self.autoencoder.encode_tokens(images).flatten(1)  # (B, h * w)
+        values = torch.round((images + 1) * 127.5).long().clamp(0, LEVELS - 1)
+        return values.permute(0, 2, 3, 1).flatten(1)  # (B, H * W * C)
+
+    def from_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, C, H, W) in [-1, 1]."""
+        B = tokens.shape[0]
+        if self.autoencoder is not None:
+            h, w = self.autoencoder.latent_shape
+            return self.autoencoder.decode_tokens(tokens.view(B, h, w))
+        C, H, W = self.image_shape
+        return tokens.view(B, H, W, C).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    # -- the network ----------------------------------------------------------------------
+    def _start(self, labels: torch.Tensor | None, n: int) -> torch.Tensor:
+        if not self.num_classes:
+            return self.start.weight.expand(n, 1, -1)  # (n, 1, D)
+        if labels is None:
+            raise ValueError("this transformer is class-conditional: pass labels")
+        return self.start(labels.view(n, 1))  # (n, 1, D)
+
+    def forward(self, prefix: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """prefix (B, t) tokens, t < T -> logits (B, t + 1, V); row i predicts token i from tokens < i."""
+        B, t = prefix.shape
+        x = torch.cat([self._start(labels, B), self.tok_emb(prefix)], dim=1) + self.pos_emb[:t + 1]  # (B, t+1, D)
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))
+
+    # -- the family contract --------------------------------------------------------------
+    def parameters_for(self, phase: str):
+        return [p for name, p in self.named_parameters() if not name.startswith("autoencoder.")]
+
+    def _nll_nats(self, batch) -> torch.Tensor:
+        """-log p(s_t | s_<t, y) per token, (B, T), in nats."""
+        tokens = self.to_tokens(batch.images)  # (B, T)
+        logits = self(tokens[:, :-1], batch.labels)  # (B, T, V)
+        return F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")
+
+    def loss(self, batch, phase: str = "main") -> dict[str, torch.Tensor]:
+        bits = self._nll_nats(batch).mean() / math.log(2.0)
+        return {"loss": bits, ("bpd" if self.autoencoder is None else "bits_per_token"): bits.detach()}
+
+    @property
+    def log_likelihood(self):
+        """Exact bits/dim per image, (B,), on pixels. Absent for a VQ-VAE prior (no pixel likelihood):
+        `hasattr(model, "log_likelihood")` is False there, which is how the harness skips it."""
+        if self.autoencoder is not None:
+            raise AttributeError("a VQ-VAE prior has no pixel likelihood; use token_bits for the token grid's NLL")
+        return self._log_likelihood
+
+    @torch.no_grad()
+    def _log_likelihood(self, batch) -> torch.Tensor:
+        return self.token_bits(batch)
+
+    @torch.no_grad()
+    def token_bits(self, batch) -> torch.Tensor:
+        """Exact -log2 p(s) / T per image, (B,): bits/dim on pixels, bits per latent token for a prior."""
+        return self._nll_nats(batch).mean(1) / math.log(2.0)
+
+    def network_evaluations(self, **knobs) -> int:
+        """Sequential network passes per sample: one per token (+ the decoder for a prior)."""
+        return self.seq_len + (self.autoencoder is not None)
+
+    @torch.no_grad()
+    def sample_tokens(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                      temperature: float = 1.0, top_k: int = 0, kv_cache: bool = True) -> torch.Tensor:
+        """(n, T) tokens, drawn one at a time from p(s_t | s_<t, y)."""
+        device = self.pos_emb.device
+        tokens = torch.zeros(n, self.seq_len, dtype=torch.long, device=device)
+        if not kv_cache:  # the reference: recompute the whole prefix for every token
+            for t in range(self.seq_len):
+                logits = self(tokens[:, :t], labels)[:, -1]  # (n, V)
+                tokens[:, t] = sample_categorical(logits, generator, temperature, top_k)
+            return tokens
+        nh, hd = self.cfg.n_heads, self.cfg.d_model // self.cfg.n_heads
+        caches = [{"k": self.pos_emb.new_zeros(n, nh, self.seq_len, hd),
+                   "v": self.pos_emb.new_zeros(n, nh, self.seq_len, hd)} for _ in self.blocks]
+        x = self._start(labels, n)  # (n, 1, D): the input at position 0
+        for t in range(self.seq_len):
+            h = x + self.pos_emb[t]
+            for block, cache in zip(self.blocks, caches):
+                h = block(h, cache, t)
+            logits = self.head(self.ln_f(h))[:, -1]  # (n, V)
+            tokens[:, t] = sample_categorical(logits, generator, temperature, top_k)
+            x = self.tok_emb(tokens[:, t:t + 1])  # (n, 1, D): the input at position t + 1
+        return tokens
+
+    @torch.no_grad()
+    def sample(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               temperature: float = 1.0, top_k: int = 0, kv_cache: bool = True) -> torch.Tensor:
+        tokens = self.sample_tokens(n, labels=labels, generator=generator, temperature=temperature, top_k=top_k,
+                                    kv_cache=kv_cache)
+        return self.from_tokens(tokens).clamp(-1, 1)
