@@ -94,6 +94,10 @@ def machine_info(device: str = "cpu") -> dict:
             "python": platform.python_version(), "platform": platform.platform(), "genzoo": genzoo.__version__}
 
 
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def primary_metric(entry: dict) -> dict | None:
     """The entry's main quality number: FD in the domain classifier's space if measured, else FID."""
     m = entry["eval"]["metrics"]
@@ -123,20 +127,20 @@ def anchors_for(entry: dict) -> list[dict]:
 
 
 def results_document(entries: list[dict], *, skipped: list[dict], protocol, budget, preset: str | None,
-                     dataset: str, command: str, session: dict) -> dict:
+                     dataset: str, command: str, sessions: list[dict]) -> dict:
     """The report's content as JSON: entries (with the harness's per-metric protocols), protocol, machine."""
     metrics = list(protocol.metrics_for(dataset))
     for e in entries:
         e["anchors"] = anchors_for(e)
     return {
         "genzoo_report": 1, "dataset": dataset, "preset": preset,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command,
+        "created": now(), "command": command,
         "budget": None if budget is None else {**asdict(budget), "description": budget.describe()},
         "protocol": {**asdict(protocol), "metrics": metrics, "device": protocol.resolved_device(), "weights": "ema",
                      "reference": f"{dataset}/{protocol.ref_split}", "bits_per_dim": f"first n={protocol.n} images of "
                      f"{dataset}/test through the model's log_likelihood, exact or a bound as the family declares"},
         "cost_protocol": COST_PROTOCOL, "machine": machine_info(protocol.resolved_device()),
-        "session": session, "entries": entries, "skipped": skipped, "anchors": ANCHORS,
+        "sessions": sessions, "entries": entries, "skipped": skipped, "anchors": ANCHORS,
     }
 
 
@@ -197,7 +201,8 @@ def results_table(doc: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def stage_table(doc: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["entry", "stage", "budget", "steps", "stopped by", "train s", "images seen", "train img/s", "run"]
+    header = ["entry", "stage", "budget", "steps", "stopped by", "train s", "images seen", "train img/s", "threads",
+              "run"]
     rows = []
     for e in doc["entries"]:
         for s in e["stages"]:
@@ -205,7 +210,8 @@ def stage_table(doc: dict) -> tuple[list[str], list[list[str]]]:
             budget = f"{b['minutes']:g} min" if b["minutes"] else f"{b['steps']} steps"
             rows.append([e["name"], s["family"] + (" (class-cond.)" if s["class_cond"] else ""), budget,
                          fmt(s["step"]), s["stop"] or "–", fmt(s["train_s"], 4), fmt(s["images_seen"]),
-                         fmt(s["train_img_per_s"], 3), f"`{s['run']}`"])
+                         fmt(s["train_img_per_s"], 3), str(s["config"]["train"]["threads"] or "auto"),
+                         f"`{s['run']}`"])
     return header, rows
 
 
@@ -326,13 +332,13 @@ def plot_quality_vs_sampling_cost(doc: dict, path: Path) -> None:
 
 def plot_speed(doc: dict, path: Path) -> None:
     plt = _pyplot()
-    train = [(f"{e['name']}/{s['family']}" if e["two_stage"] else e["name"], s["train_img_per_s"] or 0)
-             for e in doc["entries"] for s in e["stages"]]
-    sample = [(e["name"], e["eval"]["cost"]["sample_img_per_s"] or 0) for e in doc["entries"]]
+    train = [(f"{e['name']}/{s['family']}" if e["two_stage"] else e["name"], s["train_img_per_s"] or 0, i)
+             for i, e in enumerate(doc["entries"]) for s in e["stages"]]
+    sample = [(e["name"], e["eval"]["cost"]["sample_img_per_s"] or 0, i) for i, e in enumerate(doc["entries"])]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 0.5 * max(len(train), 3) + 1.5), dpi=120)
     for ax, data, title in ((a, train, "training images/s"), (b, sample, "sampling images/s")):
-        labels, values = zip(*data) if data else ((), ())
-        ax.barh(range(len(values)), values, color=[f"C{i % 10}" for i in range(len(values))])
+        labels, values, colors = zip(*data) if data else ((), (), ())
+        ax.barh(range(len(values)), values, color=[f"C{i % 10}" for i in colors])  # one colour per entry
         ax.set_yticks(range(len(values)), labels, fontsize=8)
         ax.invert_yaxis()
         for y, v in enumerate(values):
@@ -378,11 +384,13 @@ def blocks(doc: dict) -> list[tuple]:
     if doc["skipped"]:
         out.append(("p", "Not available yet (their families are not registered): "
                          + ", ".join(s["entry"] for s in doc["skipped"]) + "."))
-    s = doc["session"]
+    s = doc["sessions"][-1]
     cached = [e["name"] for e in doc["entries"] if e["eval_cached"]]
-    reused = f" (cached evaluations reused: {', '.join(cached)})." if cached else "."
-    out.append(("p", f"This session: {s['train_s']:.0f} s training, {s['eval_s']:.0f} s evaluation, "
-                     f"{s['total_s']:.0f} s in all" + reused))
+    reused = f" (cached evaluations reused: {', '.join(cached)})" if cached else ""
+    earlier = f"; the {len(doc['sessions'])} sessions that built it are listed under Sessions" if len(
+        doc["sessions"]) > 1 else ""
+    out.append(("p", f"This command: {s['train_s']:.0f} s training, {s['eval_s']:.0f} s evaluation, "
+                     f"{s['total_s']:.0f} s in all{reused}{earlier}."))
 
     out.append(("h2", "Results"))
     out.append(("table", *results_table(doc)))
@@ -417,6 +425,10 @@ def blocks(doc: dict) -> list[tuple]:
         out.append(("p", f"None shown: no published number in ANCHORS.md was measured with this protocol "
                          f"({doc['dataset']}, {metrics}, n = {p['n']}). The references are "
                          f"{', '.join(protos)}; putting them beside these numbers would compare different things."))
+    out.append(("h2", "Sessions"))
+    out.append(("table", ["finished (UTC)", "command", "training s", "evaluation s", "total s"],
+                [[x["created"], f"`{x['command']}`", fmt(x["train_s"], 4), fmt(x["eval_s"], 4), fmt(x["total_s"], 4)]
+                 for x in doc["sessions"]]))
     out.append(("h2", "Cost definitions"))
     out.append(("ul", [f"{k}: {v}" for k, v in doc["cost_protocol"].items()]))
     return out

@@ -63,6 +63,8 @@ ENTRIES: dict[str, tuple[Stage, ...]] = {
     "dit": (Stage("dit"),),
 }
 
+SESSIONS = "sessions.jsonl"  # in REPORT_DIR/runs: one line per completed compare command (time split, command)
+
 # config keys that may differ between a finished run and the comparison reusing it (hardware, logging)
 REUSABLE_CHANGES = {"data.root", "data.download", "train.device", "train.threads", "train.compile",
                     "train.log_every", "train.sample_every", "train.ckpt_every"}
@@ -202,6 +204,25 @@ def stage_configs(name: str, stages: tuple[Stage, ...], *, dataset: str, preset:
 
 # ----------------------------------------------------------------------------------------
 # training
+
+
+def check_comparable(entries: list[Entry], protocol: Protocol, dataset: str) -> None:
+    """Before training anything: every stage trains on the same images, and the protocol can score them."""
+    from genzoo.evaluation.classifier import EXTRACTORS
+    from genzoo.evaluation.harness import InLoopFD, dataset_shape
+
+    shapes = {f"{e.name}/{c.family}": dataset_shape(c.data.dataset, c.data) for e in entries for c in e.configs}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items())
+        raise ConfigError(f"the entries would train on different image shapes ({listed}; a preset sets "
+                          f"data.image_size or data.channels); make them equal, e.g. --set data.image_size=0 "
+                          f"(the dataset's own size)")
+    needs_classifier = dataset in EXTRACTORS and {"fd", "is", "kid", "pr"} & set(protocol.metrics_for(dataset))
+    why = InLoopFD.unavailable(entries[0].configs[-1].data) if needs_classifier and entries else None
+    if why:
+        metrics = ",".join(protocol.metrics_for(dataset))
+        raise ConfigError(f"--metrics {metrics} use the {dataset} classifier, but {why}; train at the dataset's "
+                          f"size (--set data.image_size=0) or use --metrics fid,kid,pr,bpd")
 
 
 def run_status(run_dir: Path, cfg: RunConfig | None = None) -> tuple[str, dict | None]:
@@ -389,6 +410,7 @@ def compare(*, dataset: str = "mnist", families: list[str] | None = None, preset
         log.info("skipping %s (%s)", s["entry"], s["reason"])
     entries = [stage_configs(n, st, dataset=dataset, preset=preset, budget=budget, overrides=list(overrides),
                              runs_dir=out / "runs") for n, st in chosen]
+    check_comparable(entries, protocol, dataset)
     existing = [(d, c) for e in entries for d, c in zip(e.dirs, e.configs) if (d / ckpt.CHECKPOINT).exists()]
     if existing and not resume:
         raise ConfigError(f"{out} already holds runs of a comparison ({existing[0][0]}, ...); pass --resume to reuse "
@@ -408,9 +430,13 @@ def compare(*, dataset: str = "mnist", families: list[str] | None = None, preset
         r, grids[entry.name] = evaluate_entry(entry.name, stages, protocol, progress=progress)
         results.append(r)
     eval_s = time.time() - t_eval
+    session = {"created": report.now(), "command": command, "train_s": train_s, "eval_s": eval_s,
+               "total_s": time.time() - t_start}
+    with open(out / "runs" / SESSIONS, "a") as f:  # every session that built this report, interrupted ones aside
+        f.write(json.dumps(session) + "\n")
+    sessions = [json.loads(x) for x in (out / "runs" / SESSIONS).read_text().splitlines() if x.strip()]
     doc = report.results_document(results, skipped=skipped, protocol=protocol, budget=budget, preset=preset,
-                                  dataset=dataset, command=command,
-                                  session={"train_s": train_s, "eval_s": eval_s, "total_s": time.time() - t_start})
+                                  dataset=dataset, command=command, sessions=sessions)
     report.render(doc, grids, out)
     log.info("report in %s (training %.0f s, evaluation %.0f s this session)", out / "index.html", train_s, eval_s)
     return doc
@@ -445,9 +471,9 @@ def report_from_runs(run_dirs: list[str | Path], *, out: str | Path, protocol: P
     datasets = sorted({r["dataset"] for r in results})
     if len(datasets) > 1:
         raise ConfigError(f"the runs are on different datasets ({', '.join(datasets)}); report one dataset at a time")
+    session = {"created": report.now(), "command": command, "train_s": 0.0, "eval_s": time.time() - t_start,
+               "total_s": time.time() - t_start}
     doc = report.results_document(results, skipped=[], protocol=protocol, budget=None, preset=None,
-                                  dataset=datasets[0], command=command,
-                                  session={"train_s": 0.0, "eval_s": time.time() - t_start,
-                                           "total_s": time.time() - t_start})
+                                  dataset=datasets[0], command=command, sessions=[session])
     report.render(doc, grids, Path(out))
     return doc

@@ -164,7 +164,10 @@ def test_the_table_matches_genzoo_eval_of_the_same_run(finished, capsys):
 
 def test_resume_of_a_finished_compare_retrains_and_reevaluates_nothing(finished, monkeypatch):
     out, doc = finished
-    mtimes = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
+    def mtimes_of_runs():
+        return {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file() and p.name != C.SESSIONS}
+
+    mtimes = mtimes_of_runs()
 
     def forbidden(*a, **k):
         raise AssertionError("a finished comparison was recomputed")
@@ -173,8 +176,9 @@ def test_resume_of_a_finished_compare_retrains_and_reevaluates_nothing(finished,
     monkeypatch.setattr(harness, "evaluate_run", forbidden)
     monkeypatch.setattr(harness, "generate", forbidden)
     again = run_compare(out, ["vae", "gan"], resume=True)
-    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
-    assert all(e["eval_cached"] for e in again["entries"]) and again["session"]["train_s"] == 0
+    assert mtimes_of_runs() == mtimes, "no run file was written, none added"
+    assert all(e["eval_cached"] for e in again["entries"]) and again["sessions"][-1]["train_s"] == 0
+    assert [s["command"] for s in again["sessions"]] == ["test", "test"], "both sessions are listed"
     for a, b in zip(doc["entries"], again["entries"]):
         assert a["eval"]["metrics"]["fd"] == b["eval"]["metrics"]["fd"]
 
@@ -275,3 +279,22 @@ def test_overrides_apply_to_every_stage_or_to_one_family(tmp_path):
         resolve("gna:train.lr=1e-4")
     with pytest.raises(ConfigError, match="entry vae, stage vae: unknown key 'model.z_channels'"):
         resolve("model.z_channels=3")
+
+
+def test_entries_must_train_on_the_same_images_and_fit_the_protocol(tmp_path):
+    with pytest.raises(ConfigError, match="different image shapes.*vae/vae 1x16x16, gan/gan 1x8x8"):
+        run_compare(tmp_path, ["vae", "gan"], overrides=["vae:data.image_size=16"])
+    with pytest.raises(ConfigError, match="classifier takes.*--metrics fid,kid,pr,bpd"):
+        run_compare(tmp_path, ["vae", "gan"], overrides=["data.image_size=16"])
+    assert not (tmp_path / "runs").exists(), "checked before anything is trained"
+
+
+@pytest.mark.skipif(not {"vqvae", "transformer"} <= set(FAMILIES), reason="vqvae / transformer not registered yet")
+def test_the_real_vqvae_entry_trains_its_prior_on_its_own_vqvae(tmp_path):
+    doc = run_compare(tmp_path, ["vqvae"], steps=4, overrides=["data.image_size=0"],
+                      protocol=C.Protocol(n=20, n_ref=300, grid_n=10, metrics=("fd",), device="cpu"))
+    (e,) = doc["entries"]
+    assert [s["family"] for s in e["stages"]] == ["vqvae", "transformer"] and [s["step"] for s in e["stages"]] == [2, 2]
+    prior = json.loads((tmp_path / "runs" / "vqvae" / "transformer" / ckpt.CONFIG).read_text())
+    assert prior["model"]["autoencoder"] == str((tmp_path / "runs" / "vqvae" / "vqvae").resolve())
+    assert e["eval"]["metrics"]["fd"]["value"] > 0
