@@ -45,3 +45,19 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
 
 def nats_to_bits_per_dim(nats: torch.Tensor, dims: int) -> torch.Tensor:
     return nats / (dims * math.log(2.0))
+
+
+def discretized_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """log P(x) per sub-pixel under N(mean, exp(log_scale)^2) discretized to 256 bins (DDPM eq. 13).
+
+    The edge bins take the tails (-inf, -1 + 1/255] and [1 - 1/255, inf), so the pmf sums to 1.
+    """
+    inv_s = torch.exp(-log_scale)
+    upper, lower = inv_s * (x - mean + BIN), inv_s * (x - mean - BIN)
+    log_cdf_upper = torch.special.log_ndtr(upper)  # the x = -1 edge
+    log_sf_lower = torch.special.log_ndtr(-lower)  # the x = +1 edge
+    delta = torch.special.ndtr(upper) - torch.special.ndtr(lower)
+    # where the bin mass underflows, use density * bin width (2/255)
+    log_pdf = -0.5 * (inv_s * (x - mean)).pow(2) - log_scale - 0.5 * math.log(2 * math.pi) - math.log(127.5)
+    log_mid = torch.where(delta > 1e-12, torch.log(delta.clamp(min=1e-12)), log_pdf)
+    return torch.where(x < -0.999, log_cdf_upper, torch.where(x > 0.999, log_sf_lower, log_mid))

@@ -1,0 +1,151 @@
+"""DDPM: a denoising network (the U-Net) + the Gaussian diffusion process + samplers (Ho et al. 2020).
+
+Training is Algorithm 1 of DDPM with the chosen objective (eps, x0 or v) and optional min-SNR weighting.
+Class conditioning uses classifier-free guidance (Ho & Salimans 2022): during training the label is
+replaced by the null label with probability `p_uncond`; at sampling
+
+    eps_guided = eps(x_t, t, null) + cfg_scale * (eps(x_t, t, y) - eps(x_t, t, null))
+
+so cfg_scale = 1 is the plain conditional model and 0 the unconditional one. The two branches run as one
+batch. `log_likelihood` is the variational bound (eq. 5) in bits/dim, estimated over timesteps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Literal
+
+import torch
+import torch.nn as nn
+
+from genzoo.models.diffusion import samplers
+from genzoo.models.diffusion.process import GaussianDiffusion
+from genzoo.models.unet import UNet, UNetConfig
+
+
+@dataclass
+class DDPMConfig:
+    # the network (models/unet.py)
+    channels: int = 128
+    ch_mult: tuple[int, ...] = (1, 2, 2, 2)
+    blocks: int = 2
+    attn_res: tuple[int, ...] = (16,)
+    heads: int = 1
+    dropout: float = 0.1
+    # the process (models/diffusion/process.py)
+    T: int = 1000
+    schedule: Literal["linear", "cosine"] = "linear"
+    objective: Literal["eps", "x0", "v"] = "eps"
+    min_snr_gamma: float = 0.0  # 0 = L_simple; 5 = min-SNR-5 weighting
+    # conditioning
+    class_cond: bool = False
+    p_uncond: float = 0.1  # label dropout for classifier-free guidance
+
+
+@dataclass
+class SamplerConfig:
+    name: Literal["ddpm", "ddim", "dpm++2m", "euler", "heun"] = "ddim"
+    steps: int = 50
+    eta: float = 0.0  # DDIM stochasticity: 0 deterministic, 1 ancestral
+    var: Literal["beta_tilde", "beta"] = "beta_tilde"  # ancestral sampler's variance
+    cfg_scale: float = 1.0  # classifier-free guidance; 1 = conditional model as trained
+    clip_x0: bool = True  # clip x0_hat to [-1, 1] at every step
+
+
+def unet_config(cfg) -> UNetConfig:
+    return UNetConfig(**{f.name: getattr(cfg, f.name) for f in fields(UNetConfig)})
+
+
+PRESETS = {
+    "tiny": {"model": {"channels": 8, "ch_mult": (1, 2), "blocks": 1, "attn_res": (8,), "dropout": 0.0, "T": 50},
+             "sampler": {"steps": 5},
+             "train": {"steps": 20, "batch_size": 32, "lr": 2e-3, "warmup_steps": 5, "ema_decay": 0.9,
+                       "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 16}},
+    # real MNIST on 2 CPU cores in at most 10 minutes of training: recognisable digits of every class
+    "quick": {"model": {"channels": 32, "ch_mult": (1, 2, 2), "blocks": 1, "attn_res": (7,), "dropout": 0.0,
+                        "T": 1000, "schedule": "cosine", "objective": "eps"},
+              "sampler": {"name": "ddim", "steps": 50},
+              "train": {"steps": 3000, "batch_size": 128, "lr": 2e-3, "warmup_steps": 200, "ema_decay": 0.995,
+                        "sample_every": 500, "ckpt_every": 500, "eval_every": 500}},
+    # one GPU: MNIST / Fashion-MNIST (28x28) or CIFAR-10 with ch_mult (1, 2, 2, 2)
+    "standard": {"model": {"channels": 64, "ch_mult": (1, 2, 2), "blocks": 2, "attn_res": (14, 7), "dropout": 0.1},
+                 "train": {"steps": 50000, "batch_size": 128, "lr": 2e-4, "warmup_steps": 1000, "ema_decay": 0.9999,
+                           "grad_clip": 1.0, "sample_every": 5000, "ckpt_every": 5000, "eval_every": 5000}},
+    # DDPM CIFAR-10 (Ho et al. 2020, App. B): 35.7M parameters, FID 3.17 (see ANCHORS.md)
+    "paper": {"model": {"channels": 128, "ch_mult": (1, 2, 2, 2), "blocks": 2, "attn_res": (16,), "dropout": 0.1,
+                        "T": 1000, "schedule": "linear", "objective": "eps"},
+              "sampler": {"name": "ddpm", "steps": 1000},
+              "data": {"dataset": "cifar10"},
+              "train": {"steps": 800000, "batch_size": 128, "lr": 2e-4, "warmup_steps": 5000, "ema_decay": 0.9999,
+                        "grad_clip": 1.0, "schedule": "constant", "weight_decay": 0.0,
+                        "sample_every": 10000, "ckpt_every": 10000, "eval_every": 0}},
+}
+
+
+class DDPM(nn.Module):
+    phases = ("main",)
+    likelihood = "bound (VLB, estimated over timesteps)"
+
+    def __init__(self, cfg: DDPMConfig, image_shape: tuple[int, int, int], num_classes: int = 0, net=None):
+        super().__init__()
+        C, H, W = image_shape
+        self.cfg, self.image_shape = cfg, tuple(image_shape)
+        self.num_classes = num_classes if cfg.class_cond else 0
+        self.process = GaussianDiffusion(cfg.T, cfg.schedule, cfg.objective)
+        self.net = net if net is not None else UNet(unet_config(cfg), C, H, self.num_classes)
+
+    def parameters_for(self, phase: str):
+        return self.parameters()
+
+    def _labels(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        if not self.num_classes:
+            return None
+        if labels is None:  # a conditional model samples unconditionally with the null label
+            return None
+        return labels.view(n)
+
+    def loss(self, batch, phase: str = "main") -> dict[str, torch.Tensor]:
+        x0, y = batch.images, self._labels(batch.labels, batch.images.shape[0])
+        if y is not None and self.cfg.p_uncond > 0:  # label dropout -> the null label K
+            drop = torch.rand(y.shape, device=y.device) < self.cfg.p_uncond
+            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        loss, _ = self.process.loss(self.net, x0, y, self.cfg.min_snr_gamma)
+        return {"loss": loss}
+
+    def denoiser(self, labels: torch.Tensor | None, cfg_scale: float = 1.0, clip_x0: bool = True):
+        """The callable the samplers use: (x_t, t) -> (x0_hat, eps_hat), with classifier-free guidance."""
+        guided = labels is not None and cfg_scale != 1.0
+        null = torch.full_like(labels, self.num_classes) if guided else None
+
+        def denoise(x_t: torch.Tensor, t: torch.Tensor):
+            if guided:
+                out_c, out_u = self.net(torch.cat([x_t, x_t]), torch.cat([t, t]),
+                                        torch.cat([labels, null])).chunk(2)  # one batch of 2B
+                out = out_u + cfg_scale * (out_c - out_u)  # linear, so valid for eps, x0 and v outputs
+            else:
+                out = self.net(x_t, t, labels)
+            return self.process.predict(out, x_t, t, clip_x0)
+
+        return denoise
+
+    @torch.no_grad()
+    def sample(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               name: str = "ddim", steps: int = 50, eta: float = 0.0, var: str = "beta_tilde",
+               cfg_scale: float = 1.0, clip_x0: bool = True) -> torch.Tensor:
+        device = next(self.parameters()).device
+        denoise = self.denoiser(self._labels(labels, n), cfg_scale, clip_x0)
+        x = samplers.sample(name, denoise, self.process, (n, *self.image_shape), steps=steps, eta=eta, var=var,
+                            generator=generator, device=device)
+        return x.clamp(-1, 1)
+
+    def network_evaluations(self, name: str = "ddim", steps: int = 50, cfg_scale: float = 1.0, **_) -> int:
+        """Network passes per sample; classifier-free guidance doubles them (batched as one call)."""
+        guided = self.num_classes and cfg_scale != 1.0
+        return samplers.network_evaluations(name, steps, self.process) * (2 if guided else 1)
+
+    @torch.no_grad()
+    def log_likelihood(self, batch, terms: int = 32) -> torch.Tensor:
+        """Bits/dim per image: the variational bound of eq. 5, its T-1 KL terms estimated from `terms`
+        stratified timesteps (all of them with terms=0); conditional on the label for a conditional model."""
+        y = self._labels(batch.labels, batch.images.shape[0])
+        return self.process.bits_per_dim(self.denoiser(y), batch.images, terms=terms)
