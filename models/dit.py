@@ -1,0 +1,152 @@
+"""DiT: the diffusion transformer (Peebles & Xie 2023), a denoiser with the U-Net's signature.
+
+    dit(x_t, t, y) -> prediction, same shape as x_t
+
+x_t (B, C, H, W) is cut into p x p patches, linearly embedded to (B, N, D), N = HW / p^2, plus fixed sin-cos
+(or learned) positions. Each block is pre-norm attention + MLP whose LayerNorms are modulated by the
+conditioning c = embed(t) + embed(y) (adaLN, §3.2): shift, scale and a residual gate per branch, all
+regressed from c by a linear layer initialised to zero ("adaLN-Zero"), so every block starts as the
+identity. The final layer (adaLN + linear, zero-initialised) maps each token back to a p x p x C patch.
+The `dit` family is the same Gaussian diffusion, samplers and classifier-free guidance as `ddpm`
+(models/ddpm.py) with this network in place of the U-Net.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from genzoo.models.ddpm import DDPM, SamplerConfig  # noqa: F401  (SamplerConfig: the same knobs as ddpm)
+from genzoo.models.layers import timestep_embedding
+
+
+@dataclass
+class DiTConfig:
+    # the network
+    patch: int = 2
+    hidden: int = 384  # D
+    depth: int = 12
+    heads: int = 6
+    mlp_ratio: float = 4.0
+    pos: Literal["sincos", "learned"] = "sincos"
+    dropout: float = 0.0  # not used by DiT; kept so that presets read alike
+    # the process (as in ddpm)
+    T: int = 1000
+    schedule: Literal["linear", "cosine"] = "linear"
+    objective: Literal["eps", "x0", "v"] = "eps"
+    min_snr_gamma: float = 0.0
+    class_cond: bool = False
+    p_uncond: float = 0.1
+
+
+def sincos_2d(D: int, h: int, w: int) -> torch.Tensor:
+    """Fixed 2-D sin-cos positions (MAE / DiT): half the channels encode the row, half the column. (h*w, D)"""
+    def one_d(pos, dim):  # (n,) -> (n, dim)
+        omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim // 2))
+        out = pos[:, None].double() * omega[None]
+        return torch.cat([out.sin(), out.cos()], dim=1)
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return torch.cat([one_d(rows.flatten(), D // 2), one_d(cols.flatten(), D // 2)], dim=1).float()
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale[:, None]) + shift[:, None]  # x (B, N, D), shift/scale (B, D)
+
+
+class DiTBlock(nn.Module):
+    """adaLN-Zero block (DiT Fig. 3): x + gate * Attn(modulate(LN(x))), then the same with the MLP."""
+
+    def __init__(self, D: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.qkv, self.proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
+        self.norm2 = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        hidden = int(D * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(D, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, D))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))
+        nn.init.zeros_(self.ada[1].weight), nn.init.zeros_(self.ada[1].bias)  # adaLN-Zero
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, D = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # (B, h, N, d)
+        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, D))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=1)  # (B, D) each
+        x = x + gate1[:, None] * self.attention(modulate(self.norm1(x), shift1, scale1))
+        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class DiT(nn.Module):
+    def __init__(self, cfg: DiTConfig, in_channels: int, image_size: tuple[int, int], num_classes: int = 0,
+                 out_channels: int | None = None):
+        super().__init__()
+        H, W = image_size
+        p, D = cfg.patch, cfg.hidden
+        if H % p or W % p:
+            raise ValueError(f"image size {H}x{W} is not divisible by model.patch={p}")
+        if D % cfg.heads or D % 4:
+            raise ValueError(f"model.hidden={D} must be divisible by model.heads={cfg.heads} and by 4")
+        self.p, self.h, self.w, self.C_out = p, H // p, W // p, out_channels or in_channels
+        self.num_classes = num_classes
+        self.patchify = nn.Conv2d(in_channels, D, p, stride=p)  # (B, C, H, W) -> (B, D, H/p, W/p)
+        if cfg.pos == "sincos":
+            self.register_buffer("pos", sincos_2d(D, self.h, self.w)[None], persistent=False)  # (1, N, D)
+        else:
+            self.pos = nn.Parameter(0.02 * torch.randn(1, self.h * self.w, D))
+        self.t_mlp = nn.Sequential(nn.Linear(256, D), nn.SiLU(), nn.Linear(D, D))
+        self.y_emb = nn.Embedding(num_classes + 1, D) if num_classes else None  # row K = null label
+        self.blocks = nn.ModuleList([DiTBlock(D, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
+        self.norm_out = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
+        self.out = nn.Linear(D, p * p * self.C_out)
+        for m in (self.ada_out[1], self.out):  # the final layer starts at zero too
+            nn.init.zeros_(m.weight), nn.init.zeros_(m.bias)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, p*p*C) -> (B, C, H, W); the inverse of cutting into p x p patches in raster order."""
+        B, p, C = x.shape[0], self.p, self.C_out
+        x = x.view(B, self.h, self.w, p, p, C)
+        return torch.einsum("bhwpqc->bchpwq", x).reshape(B, C, self.h * p, self.w * p)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.patchify(x_t).flatten(2).transpose(1, 2) + self.pos  # (B, N, D)
+        c = self.t_mlp(timestep_embedding(t, 256))  # (B, D)
+        if self.y_emb is not None:
+            c = c + self.y_emb(y if y is not None else torch.full_like(t, self.num_classes).long())
+        for block in self.blocks:
+            x = block(x, c)
+        shift, scale = self.ada_out(c).chunk(2, dim=1)
+        return self.unpatchify(self.out(modulate(self.norm_out(x), shift, scale)))  # (B, C, H, W)
+
+
+class DiTDiffusion(DDPM):
+    """The ddpm family's process, samplers and guidance with a DiT denoiser."""
+
+    def __init__(self, cfg: DiTConfig, image_shape: tuple[int, int, int], num_classes: int = 0):
+        C, H, W = image_shape
+        net = DiT(cfg, C, (H, W), num_classes if cfg.class_cond else 0)
+        super().__init__(cfg, image_shape, num_classes, net=net)
+
+
+PRESETS = {
+    "tiny": {"model": {"patch": 4, "hidden": 32, "depth": 2, "heads": 2, "T": 50},
+             "sampler": {"steps": 5},
+             "train": {"steps": 20, "batch_size": 32, "lr": 2e-3, "warmup_steps": 5, "ema_decay": 0.9,
+                       "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 16}},
+    # real MNIST on 2 CPU cores in at most 10 minutes: a DiT-S-like model at small scale, 4x4 patches (49 tokens)
+    "quick": {"model": {"patch": 4, "hidden": 128, "depth": 6, "heads": 4, "T": 1000, "schedule": "cosine"},
+              "sampler": {"name": "ddim", "steps": 50},
+              "train": {"steps": 3000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200, "ema_decay": 0.995,
+                        "sample_every": 500, "ckpt_every": 500}},
+    # one GPU: DiT-S/2 widths (D 384, 12 blocks, 6 heads) on 28x28, 196 tokens
+    "standard": {"model": {"patch": 2, "hidden": 384, "depth": 12, "heads": 6},
+                 "train": {"steps": 100000, "batch_size": 256, "lr": 1e-4, "warmup_steps": 1000, "ema_decay": 0.9999,
+                           "weight_decay": 0.0, "sample_every": 5000, "ckpt_every": 5000, "eval_every": 5000}},
+}
