@@ -25,11 +25,13 @@ import torch
 class Batch:
     images: torch.Tensor  # (B, C, H, W) float in [-1, 1]
     labels: torch.Tensor | None  # (B,) int64, or None
+    latents: torch.Tensor | None = None  # (B, c, h, w) cached first-stage latents of the images (latent families)
 
     def to(self, device: torch.device, memory_format=torch.contiguous_format) -> "Batch":
         images = self.images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         labels = None if self.labels is None else self.labels.to(device, non_blocking=True)
-        return Batch(images, labels)
+        latents = None if self.latents is None else self.latents.to(device, non_blocking=True)
+        return Batch(images, labels, latents)
 
 
 class GenerativeModel(Protocol):

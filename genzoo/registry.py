@@ -15,7 +15,7 @@ from typing import Any
 
 from genzoo.config import DataConfig, RunConfig, apply_dict, apply_overrides
 from genzoo.errors import ConfigError
-from genzoo.models import ddpm, dit, gan, pixelcnn, transformer, vae, vqvae
+from genzoo.models import ddpm, dit, gan, ldm, pixelcnn, transformer, vae, vqvae
 from genzoo.train.trainer import TrainConfig
 
 
@@ -38,6 +38,8 @@ FAMILIES: dict[str, Family] = {
                    ddpm.DDPM, ddpm.DDPMConfig, ddpm.SamplerConfig, ddpm.PRESETS),
     "dit": Family("dit", "diffusion transformer (adaLN-Zero) on pixels: the ddpm process and samplers",
                   dit.DiTDiffusion, dit.DiTConfig, dit.SamplerConfig, dit.PRESETS),
+    "ldm": Family("ldm", "latent diffusion on a finished vae / vqvae run (model.autoencoder=RUN), U-Net or DiT",
+                  ldm.LatentDiffusion, ldm.LDMConfig, ldm.SamplerConfig, ldm.PRESETS),
     "vqvae": Family("vqvae", "VQ-VAE: EMA codebook, commitment loss, dead-code restart; prior = transformer",
                     vqvae.VQVAE, vqvae.VQVAEConfig, vqvae.SamplerConfig, vqvae.PRESETS),
     "pixelcnn": Family("pixelcnn", "Gated PixelCNN: 256-way softmax, exact bits/dim, class-conditional option",

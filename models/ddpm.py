@@ -130,13 +130,18 @@ class DDPM(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               name: str = "ddim", steps: int = 50, eta: float = 0.0, var: str = "beta_tilde",
-               cfg_scale: float = 1.0, clip_x0: bool = True) -> torch.Tensor:
+               **knobs) -> torch.Tensor:
+        return self.sample_x0(n, labels=labels, generator=generator, **knobs).clamp(-1, 1)
+
+    @torch.no_grad()
+    def sample_x0(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                  name: str = "ddim", steps: int = 50, eta: float = 0.0, var: str = "beta_tilde",
+                  cfg_scale: float = 1.0, clip_x0: bool = True) -> torch.Tensor:
+        """x_0 from the sampler, unclamped (latent diffusion decodes it)."""
         device = next(self.parameters()).device
         denoise = self.denoiser(self._labels(labels, n), cfg_scale, clip_x0)
-        x = samplers.sample(name, denoise, self.process, (n, *self.image_shape), steps=steps, eta=eta, var=var,
-                            generator=generator, device=device)
-        return x.clamp(-1, 1)
+        return samplers.sample(name, denoise, self.process, (n, *self.image_shape), steps=steps, eta=eta, var=var,
+                               generator=generator, device=device)
 
     def network_evaluations(self, name: str = "ddim", steps: int = 50, cfg_scale: float = 1.0, **_) -> int:
         """Network passes per sample; classifier-free guidance doubles them (batched as one call)."""

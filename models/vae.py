@@ -29,7 +29,8 @@ class VAEConfig:
     channels: int = 32  # width at full resolution
     ch_mult: tuple[int, ...] = (1, 2)  # width multiplier per resolution; len-1 downsamplings
     blocks: int = 1  # residual blocks per resolution (0 = a plain strided-conv encoder/decoder)
-    z_dim: int = 16
+    z_dim: int = 16  # size of the latent vector (when latent_channels = 0)
+    latent_channels: int = 0  # > 0: a spatial latent (latent_channels, H/down, W/down), the LDM first stage
     beta: float = 1.0  # weight of the KL term in the training loss (1 = the ELBO)
     class_cond: bool = False  # condition encoder and decoder on the label
     scale: Literal["pixel", "shared"] = "pixel"  # decoder scale: per pixel, or one learned per channel (sigma-VAE)
@@ -82,12 +83,20 @@ class VAE(nn.Module):
             if i < len(widths) - 1:
                 enc += [Downsample(w, widths[i + 1]), nn.SiLU()]
         self.encoder = nn.Sequential(*enc)
-        self.enc_out = nn.Sequential(group_norm(c_top), nn.SiLU(), nn.Flatten(),
-                                     nn.Linear(c_top * self.h * self.w, 2 * cfg.z_dim))
-        self.enc_label = nn.Linear(emb, 2 * cfg.z_dim) if emb else None
+        lc = cfg.latent_channels
+        if lc:  # spatial: z (B, lc, h, w), as in the LDM autoencoders (Rombach et al. 2022)
+            self.z_shape = (lc, self.h, self.w)
+            self.enc_out = nn.Sequential(group_norm(c_top), nn.SiLU(), nn.Conv2d(c_top, 2 * lc, 1))
+            self.dec_in = nn.Conv2d(lc, c_top, 3, padding=1)
+        else:  # a vector: z (B, z_dim)
+            self.z_shape = (cfg.z_dim,)
+            self.enc_out = nn.Sequential(group_norm(c_top), nn.SiLU(), nn.Flatten(),
+                                         nn.Linear(c_top * self.h * self.w, 2 * cfg.z_dim))
+            self.dec_in = nn.Linear(cfg.z_dim, c_top * self.h * self.w)
+        self.enc_label = nn.Linear(emb, 2 * self.z_shape[0]) if emb else None
+        self.dec_label = nn.Linear(emb, c_top * self.h * self.w) if emb else None
 
-        # decoder: z (B, z_dim) [+ label embedding] -> (mean, log_scale), each (B, C, H, W)
-        self.dec_in = nn.Linear(cfg.z_dim + emb, c_top * self.h * self.w)
+        # decoder: z [+ label embedding] -> (mean, log_scale), each (B, C, H, W)
         dec = []
         for i in reversed(range(len(widths))):
             dec += [ResBlock(widths[i], widths[i]) for _ in range(cfg.blocks)]
@@ -100,16 +109,17 @@ class VAE(nn.Module):
 
     # -- the networks ---------------------------------------------------------------------
     def encode(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        stats = self.enc_out(self.encoder(x))  # (B, 2 * z_dim)
+        stats = self.enc_out(self.encoder(x))  # (B, 2 * z_dim) or (B, 2 * lc, h, w)
         if self.enc_label is not None:
-            stats = stats + self.enc_label(self.label_emb(y))
-        mu, logvar = stats.chunk(2, dim=1)  # (B, z_dim) each
+            label = self.enc_label(self.label_emb(y))  # (B, 2 * z_shape[0])
+            stats = stats + label.view(*label.shape, *([1] * (stats.dim() - 2)))
+        mu, logvar = stats.chunk(2, dim=1)  # z_shape each
         return mu, logvar.clamp(-30.0, 20.0)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.label_emb is not None:
-            z = torch.cat([z, self.label_emb(y)], dim=1)  # (B, z_dim + emb)
-        h = self.dec_in(z).view(z.shape[0], -1, self.h, self.w)
+        h = self.dec_in(z).view(z.shape[0], -1, self.h, self.w)  # (B, c_top, h, w)
+        if self.dec_label is not None:
+            h = h + self.dec_label(self.label_emb(y)).view_as(h)
         out = self.decoder(h)
         if self.log_scale is not None:  # sigma-VAE (Rybkin et al. 2021): one learned scale per channel
             mean, log_scale = out, self.log_scale.expand_as(out)  # (B, C, H, W)
@@ -134,7 +144,7 @@ class VAE(nn.Module):
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # reparameterisation trick
         mean, log_scale = self.decode(z, y)
         log_px_z = discretized_logistic_log_prob(x, mean, log_scale).flatten(1).sum(1)  # (B,)
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)  # (B,) closed form, Kingma & Welling App. B
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1)  # (B,) closed form, K&W App. B
         return {"log_px_z": log_px_z, "kl": kl}
 
     def loss(self, batch, phase: str = "main") -> dict[str, torch.Tensor]:
@@ -158,8 +168,8 @@ class VAE(nn.Module):
             z = mu + std * eps
             mean, log_scale = self.decode(z, y)
             log_px_z = discretized_logistic_log_prob(x, mean, log_scale).flatten(1).sum(1)
-            log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(1)
-            log_qz = -0.5 * (eps.pow(2) + logvar + math.log(2 * math.pi)).sum(1)
+            log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).flatten(1).sum(1)
+            log_qz = -0.5 * (eps.pow(2) + logvar + math.log(2 * math.pi)).flatten(1).sum(1)
             log_w.append(log_px_z + log_pz - log_qz)  # (B,)
         log_px = torch.logsumexp(torch.stack(log_w), dim=0) - math.log(k)  # (B,)
         return -log_px / (D * math.log(2.0))
@@ -178,7 +188,7 @@ class VAE(nn.Module):
     def sample(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
                temperature: float = 1.0, decode: str = "mean") -> torch.Tensor:
         device = next(self.parameters()).device
-        z = temperature * torch.randn(n, self.cfg.z_dim, generator=generator, device=device)  # (n, z_dim)
+        z = temperature * torch.randn(n, *self.z_shape, generator=generator, device=device)  # (n, *z_shape)
         mean, log_scale = self.decode(z, self._labels(labels, n))
         if decode == "sample":
             return discretized_logistic_sample(mean, log_scale, generator)

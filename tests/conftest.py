@@ -17,8 +17,15 @@ def isolated_env(tmp_path_factory, monkeypatch):
 
 
 def tiny_config(family: str = "vae", *overrides: str, dataset: str = "synthetic"):
-    """The family's `tiny` preset on synthetic data, with extra `--set` overrides."""
-    return resolve_config(family, dataset=dataset, preset="tiny", overrides=list(overrides))
+    """The family's `tiny` preset on synthetic data, one thread, with extra `--set` overrides."""
+    return resolve_config(family, dataset=dataset, preset="tiny", overrides=["train.threads=1", *overrides])
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny tensors: a second thread buys nothing, and oversubscribed cores make OpenMP barriers crawl."""
+    import torch
+    torch.set_num_threads(1)
 
 
 def require(source, install: str):

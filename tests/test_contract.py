@@ -17,7 +17,12 @@ def build(family: str, conditional: bool, seed: int = 0):
     if conditional:
         cfg.model.class_cond = True
     torch.manual_seed(seed)
-    return FAMILIES[family].model(cfg.model, image_shape=SHAPE, num_classes=CLASSES), cfg
+    cls = FAMILIES[family].model
+    extra = {}
+    if getattr(cls, "NEEDS_AUTOENCODER", False):  # a second stage: give it a fresh first stage of the first kind
+        first = resolve_config(cls.AUTOENCODER_FAMILIES[0], preset="tiny", overrides=["model.latent_channels=2"])
+        extra["autoencoder"] = FAMILIES[first.family].model(first.model, image_shape=SHAPE, num_classes=CLASSES)
+    return cls(cfg.model, image_shape=SHAPE, num_classes=CLASSES, **extra), cfg
 
 
 def batch(n=8, seed=0):

@@ -151,10 +151,10 @@ def test_the_bound_estimate_is_unbiased_and_the_exact_bound_is_finite():
     den = lambda x_t, t: (0.8 * x, None)  # noqa: E731  an imperfect denoiser: every KL term is positive
     torch.manual_seed(0)
     exact = torch.stack([p.bits_per_dim(den, x, terms=0) for _ in range(10)])  # (10, B)
-    estimate = torch.stack([p.bits_per_dim(den, x, terms=4) for _ in range(4000)])  # (4000, B); heavy-tailed
+    estimate = torch.stack([p.bits_per_dim(den, x, terms=4) for _ in range(1500)])  # (1500, B); heavy-tailed
     assert torch.isfinite(exact).all() and (exact > 0).all()
     assert estimate.std(0).mean() > 0.01, "the estimate depends on the sampled timesteps"
-    assert math.isclose(estimate.mean().item(), exact.mean().item(), rel_tol=0.04)  # about 3.5 standard errors
+    assert math.isclose(estimate.mean().item(), exact.mean().item(), rel_tol=0.06)  # about 3.5 standard errors
     perfect = p.bits_per_dim(lambda x_t, t: (x, None), x, terms=0)
     assert (perfect < exact.mean(0)).all()  # a better denoiser has a tighter bound
 

@@ -206,6 +206,14 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
     torch.manual_seed(tc.seed)  # identical initialisation on every rank
     model = build_model(cfg, data.shape, data.num_classes)  # second stages load their frozen autoencoder here
     model = model.to(device, memory_format=memory_format)
+    latents = None
+    if hasattr(model, "set_latent_scale"):  # latent diffusion: encode the training set once, cached on disk
+        from genzoo.train.latents import cached_latents
+        latents = cached_latents(model, data, cfg.data.dataset, device)
+        if state is None:
+            model.set_latent_scale(latents)  # a resumed run keeps the scale saved in its checkpoint
+        if cuda:
+            latents = latents.to(device)
     ema = EMA(model, tc.ema_decay)
     phase_cfg = phase_settings(tc, model.phases)
     optims = {p: torch.optim.AdamW(list(model.parameters_for(p)), lr=tc.lr, betas=(tc.beta1, tc.beta2),
@@ -296,9 +304,10 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
         model.zero_grad(set_to_none=True)  # also clears grads another phase left on these params
         loss_sum = torch.zeros((), device=device)
         for j in range(tc.grad_accum):
-            images, labels = data.batch(order.indices(consumed))
+            idx = order.indices(consumed)
+            images, labels = data.batch(idx)
             consumed += 1
-            batch = Batch(images, labels).to(device, memory_format)
+            batch = Batch(images, labels, None if latents is None else latents[idx]).to(device, memory_format)
             sync = wrapped.no_sync() if dist.enabled and j < tc.grad_accum - 1 else contextlib.nullcontext()
             with sync:
                 with autocast:

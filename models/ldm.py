@@ -1,0 +1,165 @@
+"""Latent diffusion (Rombach et al. 2022, "LDM"): the ddpm process in the latent space of a frozen autoencoder.
+
+Stage 1 is a finished zoo run: a `vae` with a spatial latent (model.latent_channels > 0; z = the posterior
+mean) or a `vqvae` (z = the encoder output before quantisation, and the decoder quantises: LDM's
+"VQ-reg"). Stage 2 trains a denoiser, the U-Net or DiT, on
+
+    z = latent_scale * E(x),   latent_scale = 1 / std(E(x_train))   (LDM §4.3.2: unit-variance latents)
+
+The scale is computed from the training latents when training starts and saved in the checkpoint (a
+buffer), never a literal. The trainer encodes the training set once and caches it on disk, keyed by the
+autoencoder's weights (train/latents.py). `sample` draws z with any sampler and decodes D(z / scale).
+
+    genzoo train vae --dataset mnist --preset quick --set model.latent_channels=4 --out runs/ae
+    genzoo train ldm --dataset mnist --preset quick --set model.autoencoder=runs/ae --out runs/ldm
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Literal
+
+import torch
+import torch.nn as nn
+
+from genzoo.contract import Batch
+from genzoo.errors import ConfigError
+from genzoo.models.ddpm import DDPM, unet_config
+from genzoo.models.dit import DiT, DiTConfig
+from genzoo.models.distributions import quantize
+from genzoo.models.unet import UNet
+
+
+@dataclass
+class LDMConfig:
+    autoencoder: str = ""  # the first stage: a finished vae (latent_channels > 0) or vqvae run directory
+    denoiser: Literal["unet", "dit"] = "unet"
+    # U-Net (models/unet.py)
+    channels: int = 64
+    ch_mult: tuple[int, ...] = (1, 2)
+    blocks: int = 2
+    attn_res: tuple[int, ...] = (4,)
+    heads: int = 1
+    dropout: float = 0.0
+    # DiT (models/dit.py); heads is shared with the U-Net's
+    patch: int = 1
+    hidden: int = 128
+    depth: int = 6
+    mlp_ratio: float = 4.0
+    pos: Literal["sincos", "learned"] = "sincos"
+    # the process (as in ddpm)
+    T: int = 1000
+    schedule: Literal["linear", "cosine"] = "linear"
+    objective: Literal["eps", "x0", "v"] = "eps"
+    min_snr_gamma: float = 0.0
+    class_cond: bool = False
+    p_uncond: float = 0.1
+
+
+@dataclass
+class SamplerConfig:
+    name: Literal["ddpm", "ddim", "dpm++2m", "euler", "heun"] = "ddim"
+    steps: int = 50
+    eta: float = 0.0
+    var: Literal["beta_tilde", "beta"] = "beta_tilde"
+    cfg_scale: float = 1.0
+    clip_x0: bool = False  # latents are not bounded like pixels
+
+
+class LatentDiffusion(nn.Module):
+    phases = ("main",)
+    AUTOENCODER_FAMILIES = ("vae", "vqvae")
+    NEEDS_AUTOENCODER = True
+
+    def __init__(self, cfg: LDMConfig, image_shape: tuple[int, int, int], num_classes: int = 0,
+                 autoencoder: nn.Module | None = None):
+        super().__init__()
+        if autoencoder is None:
+            raise ConfigError("ldm needs a first stage: train one (`genzoo train vae --set model.latent_channels=4 "
+                              "--out runs/ae`, or a vqvae) and pass --set model.autoencoder=runs/ae")
+        if getattr(autoencoder.cfg, "class_cond", False):
+            raise ConfigError("the autoencoder of an ldm must be unconditional (model.class_cond=false)")
+        if hasattr(autoencoder.cfg, "latent_channels") and not autoencoder.cfg.latent_channels:
+            raise ConfigError("this vae has a vector latent; ldm needs a spatial one: train the vae with "
+                              "--set model.latent_channels=4")
+        self.cfg, self.image_shape = cfg, tuple(image_shape)
+        self.autoencoder = autoencoder.eval().requires_grad_(False)
+        with torch.no_grad():
+            self.latent_shape = tuple(self.encode(torch.zeros(1, *image_shape)).shape[1:])  # (c, h, w)
+        c, h, w = self.latent_shape
+        K = num_classes if cfg.class_cond else 0
+        if cfg.denoiser == "unet":
+            net = UNet(unet_config(cfg), c, h, K)
+        else:
+            dit = DiTConfig(**{f.name: getattr(cfg, f.name) for f in fields(DiTConfig) if hasattr(cfg, f.name)})
+            net = DiT(dit, c, (h, w), K)
+        self.diffusion = DDPM(cfg, self.latent_shape, num_classes, net=net)
+        self.num_classes = self.diffusion.num_classes
+        self.register_buffer("latent_scale", torch.ones(()))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.autoencoder.eval()  # frozen, always in inference mode
+        return self
+
+    # -- the first stage ------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in [-1, 1] -> unscaled latents (B, c, h, w)."""
+        if hasattr(self.autoencoder, "quantize"):  # vqvae: before quantisation
+            return self.autoencoder.encode(images)
+        return self.autoencoder.encode(images, None)[0]  # vae: the posterior mean
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Unscaled latents -> images in [-1, 1] on the 8-bit grid."""
+        if hasattr(self.autoencoder, "quantize"):
+            return quantize(self.autoencoder.decode(z, quantize=True))
+        return quantize(self.autoencoder.decode(z, None)[0])
+
+    @torch.no_grad()
+    def set_latent_scale(self, latents: torch.Tensor) -> None:
+        """1 / std of the training latents, so that the diffusion sees unit-variance data."""
+        self.latent_scale.fill_(1.0 / latents.float().std().item())
+
+    # -- the family contract --------------------------------------------------------------
+    def parameters_for(self, phase: str):
+        return self.diffusion.parameters()
+
+    def loss(self, batch, phase: str = "main") -> dict[str, torch.Tensor]:
+        z = batch.latents if batch.latents is not None else self.encode(batch.images)
+        return self.diffusion.loss(Batch(z * self.latent_scale, batch.labels), phase)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               **knobs) -> torch.Tensor:
+        z = self.diffusion.sample_x0(n, labels=labels, generator=generator, **knobs)  # (n, c, h, w)
+        return self.decode(z / self.latent_scale)
+
+    def network_evaluations(self, **knobs) -> int:
+        """Denoiser passes per sample (the single decoder pass is not counted)."""
+        return self.diffusion.network_evaluations(**knobs)
+
+    @torch.no_grad()
+    def reconstruct(self, batch) -> torch.Tensor:
+        """The first stage's reconstruction: the best an ldm on this autoencoder can do."""
+        return self.decode(self.encode(batch.images))
+
+
+PRESETS = {
+    "tiny": {"model": {"channels": 8, "ch_mult": (1,), "blocks": 1, "attn_res": (), "hidden": 32, "depth": 2,
+                       "heads": 2, "T": 50},
+             "sampler": {"steps": 5},
+             "train": {"steps": 20, "batch_size": 32, "lr": 2e-3, "warmup_steps": 5, "ema_decay": 0.9,
+                       "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 16}},
+    # MNIST latents of the vae quick preset with latent_channels=4 (4 x 7 x 7): small, fast on 2 CPU cores
+    "quick": {"model": {"channels": 64, "ch_mult": (1, 2), "blocks": 1, "attn_res": (), "hidden": 128, "depth": 6,
+                        "heads": 4, "T": 1000, "schedule": "cosine"},
+              "sampler": {"name": "ddim", "steps": 50},
+              "train": {"steps": 4000, "batch_size": 128, "lr": 1e-3, "warmup_steps": 200, "ema_decay": 0.995,
+                        "sample_every": 1000, "ckpt_every": 1000}},
+    "standard": {"model": {"channels": 128, "ch_mult": (1, 2), "blocks": 2, "attn_res": (4,), "dropout": 0.1,
+                           "hidden": 384, "depth": 12, "heads": 6},
+                 "train": {"steps": 50000, "batch_size": 256, "lr": 2e-4, "warmup_steps": 1000, "ema_decay": 0.9999,
+                           "sample_every": 5000, "ckpt_every": 5000, "eval_every": 5000}},
+}
