@@ -24,6 +24,7 @@ what is left.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -59,7 +60,8 @@ ENTRIES: dict[str, tuple[Stage, ...]] = {
     "transformer": (Stage("transformer"),),
     "vqvae": (Stage("vqvae", share=0.5), Stage("transformer", share=0.5, autoencoder_from=0)),  # VQ-VAE + prior
     "ddpm": (Stage("ddpm"),),
-    "ldm": (Stage("vae", share=0.4), Stage("ldm", share=0.6, autoencoder_from=0)),  # diffusion in a VAE's latents
+    "ldm": (Stage("vae", share=0.4, overrides=("model.latent_channels=4",)),  # a spatial 4x7x7 latent
+            Stage("ldm", share=0.6, autoencoder_from=0)),  # diffusion in the VAE's latents
     "dit": (Stage("dit"),),
 }
 
@@ -225,14 +227,21 @@ def check_comparable(entries: list[Entry], protocol: Protocol, dataset: str) -> 
                           f"size (--set data.image_size=0) or use --metrics fid,kid,pr,bpd")
 
 
+@functools.lru_cache(maxsize=64)
+def _checkpoint_info(path: str, mtime_ns: int, size: int) -> tuple:
+    """Step, LR horizon and elapsed time of a checkpoint file (loaded once per version of the file)."""
+    state = ckpt.load_checkpoint(Path(path))
+    return tuple((k, state[k]) for k in ("step", "horizon", "elapsed_s"))
+
+
 def run_status(run_dir: Path, cfg: RunConfig | None = None) -> tuple[str, dict | None]:
     """("new" | "partial" | "finished", checkpoint state without weights). Finished = the checkpoint reached its
     budget: its step is the LR horizon, or its elapsed training time reached train.minutes."""
     path = Path(run_dir) / ckpt.CHECKPOINT
     if not path.is_file():
         return "new", None
-    state = ckpt.load_checkpoint(path)
-    info = {k: state[k] for k in ("step", "horizon", "elapsed_s", "consumed")}
+    stat = path.stat()
+    info = dict(_checkpoint_info(str(path.resolve()), stat.st_mtime_ns, stat.st_size))
     if cfg is None:
         cfg = load_config_json((Path(run_dir) / ckpt.CONFIG).read_text())
     minutes = cfg.train.minutes

@@ -42,6 +42,8 @@ class Attention(nn.Module):
 
     def __init__(self, channels: int, heads: int = 1):
         super().__init__()
+        if channels % heads:
+            raise ValueError(f"attention width {channels} is not divisible by model.heads={heads}")
         self.heads = heads
         self.norm, self.qkv = group_norm(channels), nn.Conv2d(channels, 3 * channels, 1)
         self.proj = zero_(nn.Conv2d(channels, channels, 1))
