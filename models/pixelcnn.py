@@ -57,15 +57,14 @@ class SamplerConfig:
 PRESETS = {
     # seconds on CPU: for tests and smoke runs, not for quality
     "tiny": {"model": {"channels": 8, "layers": 3, "head": 16},
-             "data": {"image_size": 16},
              "train": {"steps": 20, "batch_size": 16, "lr": 1e-2, "warmup_steps": 5, "ema_decay": 0.9,
                        "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 4}},
-    # real MNIST on 2 CPU cores in about 5 minutes: recognisable digits
-    "quick": {"model": {"channels": 32, "layers": 7, "head": 64},
-              "train": {"steps": 600, "batch_size": 32, "lr": 2e-3, "warmup_steps": 50, "ema_decay": 0.99,
-                        "log_every": 25, "sample_every": 0, "ckpt_every": 200, "n_grid": 64}},
+    # real MNIST, about 4 CPU-minutes on one core (34 img/s per CPU-second; README): 8k images, 1/7 of an epoch
+    "quick": {"model": {"channels": 32, "layers": 6, "kernel": 5, "head": 64},
+              "train": {"steps": 250, "batch_size": 32, "lr": 5e-3, "warmup_steps": 50, "ema_decay": 0.99,
+                        "log_every": 25, "sample_every": 0, "ckpt_every": 125, "n_grid": 64}},
     # one GPU: MNIST / Fashion-MNIST
-    "standard": {"model": {"channels": 128, "layers": 12, "head": 256},
+    "standard": {"model": {"channels": 128, "layers": 12, "kernel": 5, "head": 256},
                  "train": {"steps": 40000, "batch_size": 128, "lr": 5e-4, "warmup_steps": 500, "ema_decay": 0.999,
                            "sample_every": 5000, "ckpt_every": 2500}},
     # Gated PixelCNN on CIFAR-10 (van den Oord et al. 2016, Table 1: 3.03 bits/dim): 20 layers,

@@ -61,12 +61,11 @@ class SamplerConfig:
 PRESETS = {
     # seconds on CPU: for tests and smoke runs, not for quality
     "tiny": {"model": {"channels": 8, "ch_mult": (1, 2), "blocks": 0, "code_dim": 4, "codebook_size": 16},
-             "data": {"image_size": 16},
              "train": {"steps": 20, "batch_size": 16, "lr": 3e-3, "warmup_steps": 5, "ema_decay": 0.9,
                        "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 4}},
     # real MNIST on 2 CPU cores in a few minutes: 7x7 token grids, sharp reconstructions
-    "quick": {"model": {"channels": 32, "ch_mult": (1, 2, 2), "blocks": 1, "code_dim": 16, "codebook_size": 128},
-              "train": {"steps": 1000, "batch_size": 64, "lr": 2e-3, "warmup_steps": 50, "ema_decay": 0.99,
+    "quick": {"model": {"channels": 32, "ch_mult": (1, 2, 2), "blocks": 0, "code_dim": 16, "codebook_size": 128},
+              "train": {"steps": 700, "batch_size": 32, "lr": 2e-3, "warmup_steps": 50, "ema_decay": 0.99,
                         "log_every": 25, "sample_every": 0, "ckpt_every": 250}},
     # one GPU: MNIST / Fashion-MNIST / CIFAR-10
     "standard": {"model": {"channels": 128, "ch_mult": (1, 2, 2), "blocks": 2, "code_dim": 64, "codebook_size": 512},
@@ -141,18 +140,18 @@ class VQVAE(nn.Module):
         self.latent_shape, self.codebook_size, self.code_dim = (H // down, W // down), cfg.codebook_size, cfg.code_dim
         widths = [cfg.channels * m for m in cfg.ch_mult]
 
-        enc = [nn.Conv2d(C, widths[0], 3, padding=1)]
+        enc = [nn.Conv2d(C, widths[0], 3, padding=1), nn.SiLU()]
         for i, w in enumerate(widths):
             enc += [ResBlock(w, w) for _ in range(cfg.blocks)]
             if i < len(widths) - 1:
-                enc += [Downsample(w, widths[i + 1])]
+                enc += [Downsample(w, widths[i + 1]), nn.SiLU()]
         self.encoder = nn.Sequential(*enc, group_norm(widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], cfg.code_dim, 1))
 
-        dec = [nn.Conv2d(cfg.code_dim, widths[-1], 3, padding=1)]
+        dec = [nn.Conv2d(cfg.code_dim, widths[-1], 3, padding=1), nn.SiLU()]
         for i in reversed(range(len(widths))):
             dec += [ResBlock(widths[i], widths[i]) for _ in range(cfg.blocks)]
             if i > 0:
-                dec += [Upsample(widths[i], widths[i - 1])]
+                dec += [Upsample(widths[i], widths[i - 1]), nn.SiLU()]
         self.decoder = nn.Sequential(*dec, group_norm(widths[0]), nn.SiLU(), nn.Conv2d(widths[0], C, 3, padding=1))
 
         self.vq = VectorQuantizer(cfg.codebook_size, cfg.code_dim, cfg.decay, cfg.restart_threshold)

@@ -149,7 +149,8 @@ def test_greedy_sampling_is_the_top_1_and_temperature_sharpens(make):
 
 @pytest.mark.parametrize("family", ["pixelcnn", "transformer"])
 def test_a_tiny_run_learns(tmp_path, family):
-    cfg = tiny_config(family, "train.steps=40", "train.log_every=10", "train.threads=1", "model.class_cond=true")
+    cfg = tiny_config(family, "data.image_size=16", "train.steps=40", "train.log_every=10", "train.threads=1",
+                      "model.class_cond=true")
     train(cfg, tmp_path, progress=False)
     rows = [json.loads(x) for x in (tmp_path / ckpt.METRICS).read_text().splitlines()]
     bpd = [r["bpd"] for r in rows if "bpd" in r]

@@ -105,14 +105,14 @@ def test_the_unigram_baseline_samples_codes_by_usage():
 def vqvae_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("stage1")
     torch.set_num_threads(1)
-    train(tiny_config("vqvae", "train.threads=1"), out, progress=False)
+    train(tiny_config("vqvae", "data.image_size=16", "train.threads=1"), out, progress=False)
     return out
 
 
 def test_a_transformer_prior_trains_on_the_frozen_vqvae_tokens_and_samples_images(tmp_path, vqvae_run):
     stage1 = open_run(vqvae_run)
-    cfg = tiny_config("transformer", f"model.autoencoder={vqvae_run}", "model.class_cond=true", "train.steps=30",
-                      "train.threads=1")
+    cfg = tiny_config("transformer", f"model.autoencoder={vqvae_run}", "data.image_size=16", "model.class_cond=true",
+                      "train.steps=30", "train.threads=1")
     train(cfg, tmp_path, progress=False)
     rows = [json.loads(x) for x in (tmp_path / ckpt.METRICS).read_text().splitlines()]
     bits = [r["bits_per_token"] for r in rows if "bits_per_token" in r]
@@ -141,7 +141,7 @@ def test_the_prior_needs_a_finished_vqvae_run(tmp_path, vqvae_run):
     with pytest.raises(CheckpointError, match="not a finished genzoo run"):
         build_model(missing, SHAPE, 10)
     other = tmp_path / "pixelcnn"
-    train(tiny_config("pixelcnn", "train.steps=2", "train.threads=1"), other, progress=False)
+    train(tiny_config("pixelcnn", "data.image_size=16", "train.steps=2", "train.threads=1"), other, progress=False)
     with pytest.raises(ConfigError, match="'pixelcnn' run; transformer needs one of: vqvae"):
         build_model(tiny_config("transformer", f"model.autoencoder={other}"), SHAPE, 10)
     with pytest.raises(ConfigError, match="trained on"):
