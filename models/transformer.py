@@ -63,11 +63,12 @@ PRESETS = {
     "tiny": {"model": {"d_model": 16, "n_layers": 2, "n_heads": 2},
              "train": {"steps": 20, "batch_size": 16, "lr": 1e-2, "warmup_steps": 5, "ema_decay": 0.9,
                        "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 4}},
-    # real MNIST pixels (T = 784), about 5 CPU-minutes on one core (15 img/s per CPU-second): 4.5k images
+    # real MNIST pixels (T = 784): 4.5k images, 353 CPU-seconds on one core (README); rows, not yet digits
     "quick": {"model": {"d_model": 64, "n_layers": 4, "n_heads": 2},
               "train": {"steps": 280, "batch_size": 16, "lr": 3e-3, "warmup_steps": 30, "ema_decay": 0.99,
                         "log_every": 20, "sample_every": 0, "ckpt_every": 140, "n_grid": 64}},
-    # the VQ-VAE prior on MNIST, with model.autoencoder=RUN of a vqvae quick run (T = 7 x 7 = 49 tokens)
+    # the VQ-VAE prior on MNIST, with model.autoencoder=RUN of a vqvae quick run (T = 7 x 7 = 49 tokens):
+    # 48k images, 332 CPU-seconds on one core, recognisable digits (README)
     "prior": {"model": {"d_model": 128, "n_layers": 4, "n_heads": 4, "class_cond": False},
               "train": {"steps": 1500, "batch_size": 32, "lr": 2e-3, "warmup_steps": 100, "ema_decay": 0.995,
                         "log_every": 50, "sample_every": 0, "ckpt_every": 500, "n_grid": 64}},

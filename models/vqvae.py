@@ -63,7 +63,7 @@ PRESETS = {
     "tiny": {"model": {"channels": 8, "ch_mult": (1, 2), "blocks": 0, "code_dim": 4, "codebook_size": 16},
              "train": {"steps": 20, "batch_size": 16, "lr": 3e-3, "warmup_steps": 5, "ema_decay": 0.9,
                        "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 4}},
-    # real MNIST on 2 CPU cores in a few minutes: 7x7 token grids, sharp reconstructions
+    # real MNIST: 7x7 token grids, sharp reconstructions; 22k images, 123 CPU-seconds on one core (README)
     "quick": {"model": {"channels": 32, "ch_mult": (1, 2, 2), "blocks": 0, "code_dim": 16, "codebook_size": 128},
               "train": {"steps": 700, "batch_size": 32, "lr": 2e-3, "warmup_steps": 50, "ema_decay": 0.99,
                         "log_every": 25, "sample_every": 0, "ckpt_every": 250}},
