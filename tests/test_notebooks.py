@@ -29,13 +29,28 @@ def _ids(paths):
     return [p.stem for p in paths]
 
 
+@pytest.fixture
+def this_python_kernel(tmp_path_factory, monkeypatch):
+    """A `python3` kernelspec that starts this interpreter (the venv's), first on JUPYTER_PATH.
+
+    The venv's own spec (installed by ipykernel) says `python`, which jupyter_client replaces by
+    sys.executable; pinning it here also wins over any user-level python3 spec found on a machine.
+    """
+    spec = tmp_path_factory.getbasetemp() / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True, exist_ok=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (genzoo tests)", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(spec.parents[1]))
+
+
 def _client(nb, cwd: Path, timeout: int) -> NotebookClient:
     return NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
                           resources={"metadata": {"path": str(cwd)}})
 
 
-def test_the_notebook_kernel_is_this_python(tmp_path):
-    """The `python3` kernelspec must start the interpreter running the tests (the venv's), not another one."""
+def test_the_notebook_kernel_is_this_python(tmp_path, this_python_kernel):
+    """The `python3` kernel runs the interpreter running the tests (the venv's, with genzoo), not another one."""
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import sys, genzoo; print(sys.executable)")])
     _client(nb, tmp_path, 60).execute()
     printed = nb.cells[0].outputs[0]["text"].strip()
@@ -45,7 +60,7 @@ def test_the_notebook_kernel_is_this_python(tmp_path):
 @pytest.mark.real_data
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
-def test_notebook_runs_in_small_mode(path, tmp_path, tmp_path_factory, monkeypatch):
+def test_notebook_runs_in_small_mode(path, tmp_path, tmp_path_factory, monkeypatch, this_python_kernel):
     require(importers.mnist_source(), importers.MNIST_INSTALL)
     monkeypatch.setenv("GENZOO_NOTEBOOK_SMALL", "1")
     monkeypatch.setenv("GENZOO_NOTEBOOK_RUNS", str(tmp_path / "runs"))
