@@ -49,6 +49,11 @@ class Stage:
     share: float = 1.0  # fraction of the entry's budget (--minutes-per-family / --steps) this stage gets
     autoencoder_from: int | None = None  # index of an earlier stage whose finished run is model.autoencoder
     overrides: tuple[str, ...] = ()  # the recipe's own `--set` items for this stage (before the user's)
+    presets: tuple[tuple[str, str], ...] = ()  # (compare preset, this stage's preset), e.g. quick -> prior
+
+    def preset(self, preset: str) -> str:
+        """The stage's own preset for the comparison's `--preset` (the same name unless mapped)."""
+        return dict(self.presets).get(preset, preset)
 
 
 # The comparison's entries, in report order. An entry runs only when all its families are registered
@@ -58,7 +63,8 @@ ENTRIES: dict[str, tuple[Stage, ...]] = {
     "gan": (Stage("gan"),),
     "pixelcnn": (Stage("pixelcnn"),),
     "transformer": (Stage("transformer"),),
-    "vqvae": (Stage("vqvae", share=0.5), Stage("transformer", share=0.5, autoencoder_from=0)),  # VQ-VAE + prior
+    "vqvae": (Stage("vqvae", share=0.5), Stage("transformer", share=0.5, autoencoder_from=0,
+                                                     presets=(("quick", "prior"),))),  # + prior
     "ddpm": (Stage("ddpm"),),
     "ldm": (Stage("vae", share=0.4, overrides=("model.latent_channels=4",)),  # a spatial 4x7x7 latent
             Stage("ldm", share=0.6, autoencoder_from=0)),  # diffusion in the VAE's latents
@@ -196,7 +202,7 @@ def stage_configs(name: str, stages: tuple[Stage, ...], *, dataset: str, preset:
                                   f"which is not an earlier stage")
             extra.append(f"model.autoencoder={entry.dirs[stage.autoencoder_from].resolve()}")
         try:
-            cfg = resolve_config(stage.family, dataset=dataset, preset=preset, overrides=extra)
+            cfg = resolve_config(stage.family, dataset=dataset, preset=stage.preset(preset), overrides=extra)
         except ConfigError as e:
             raise ConfigError(f"entry {name}, stage {stage.family}: {e}") from None
         entry.configs.append(cfg)

@@ -298,3 +298,11 @@ def test_the_real_vqvae_entry_trains_its_prior_on_its_own_vqvae(tmp_path):
     prior = json.loads((tmp_path / "runs" / "vqvae" / "transformer" / ckpt.CONFIG).read_text())
     assert prior["model"]["autoencoder"] == str((tmp_path / "runs" / "vqvae" / "vqvae").resolve())
     assert e["eval"]["metrics"]["fd"]["value"] > 0
+
+
+def test_a_stage_can_map_the_comparison_preset_to_its_own():
+    # the VQ-VAE entry's prior stage trains the transformer's `prior` preset when the comparison says quick
+    entry = C.stage_configs("vqvae", C.ENTRIES["vqvae"], dataset="mnist", preset="quick", budget=C.Budget("steps", 10),
+                            overrides=[], runs_dir=Path("/nonexistent"))
+    vq, prior = entry.configs
+    assert (vq.model.channels, prior.model.d_model) == (32, 128)  # vqvae quick, transformer prior
