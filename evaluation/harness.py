@@ -282,6 +282,44 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
     return out
 
 
+@torch.no_grad()
+def evaluate_reconstruction(run_dir: str | Path, *, n: int = 2000, metrics=("fd",), n_ref: int = 10000,
+                            ref_split: str = "train", batch_size: int = 256, device="cpu",
+                            fid_weights: str | None = None, download: bool = False, progress: bool = False) -> dict:
+    """An autoencoder run's reconstructions of the first n test images: MSE, PSNR and FD against the dataset.
+
+    A latent model decodes its samples with this autoencoder, so these numbers bound what it can reach.
+    """
+    from genzoo import datasets
+    from genzoo.contract import Batch
+    from genzoo.evaluation.grid import to_uint8
+    from genzoo.runs import open_run
+
+    run = open_run(run_dir, device=device)
+    if not hasattr(run.model, "reconstruct"):
+        raise ConfigError(f"{run_dir} ({run.config.family}) has no reconstruct(): it is not an autoencoder")
+    data = run.config.data
+    test = datasets.load(data.dataset, "test", root=data.root or None, image_size=data.image_size or None,
+                         channels=data.channels or None)
+    n = min(n, len(test))
+    originals, recons = [], []
+    for i in range(0, n, batch_size):
+        x, y = test.batch(torch.arange(i, min(i + batch_size, n)))
+        x_hat = run.model.reconstruct(Batch(x.to(device), y.to(device)))  # (B, C, H, W) in [-1, 1]
+        originals.append(to_uint8(x))
+        recons.append(to_uint8(x_hat.cpu()))
+    x, x_hat = torch.cat(originals).float() / 255, torch.cat(recons).float() / 255  # (n, C, H, W) in [0, 1]
+    mse = float(((x - x_hat) ** 2).mean())
+    protocol = {"family": run.config.family, "step": run.step, "weights": "ema", "what": f"reconstructions of "
+                f"the first {n} {data.dataset}/test images"}
+    out = evaluate_images(torch.cat(recons), dataset=data.dataset, metrics=metrics, n_ref=n_ref, ref_split=ref_split,
+                          data_cfg=data, fid_weights=fid_weights, download=download, device=device,
+                          progress=progress, protocol=protocol) if metrics else {}
+    out["mse"] = {"value": mse, "protocol": {**protocol, "metric": "MSE on [0, 1] pixels"}}
+    out["psnr"] = {"value": float(10 * np.log10(1.0 / max(mse, 1e-12))), "protocol": {**protocol, "metric": "PSNR dB"}}
+    return {"run": str(run_dir), "family": run.config.family, "metrics": out}
+
+
 class InLoopFD:
     """FD-<classifier> of n EMA samples against the cached train reference: the cheap metric the trainer logs."""
 

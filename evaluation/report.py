@@ -215,6 +215,18 @@ def stage_table(doc: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def first_stage_table(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["entry", "first stage", "reconstruction FD / FID ↓", "MSE ↓", "PSNR dB ↑", "entry's samples FD / FID"]
+    rows = []
+    for e in entries:
+        m = e["first_stage"]["metrics"]
+        recon = m.get("fd") or m.get("fid")
+        own = primary_metric(e)
+        rows.append([e["name"], e["first_stage"]["family"], fmt(recon["value"]) if recon else "–",
+                     fmt(m["mse"]["value"]), fmt(m["psnr"]["value"], 3), fmt(own["value"]) if own else "–"])
+    return header, rows
+
+
 # ----------------------------------------------------------------------------------------
 # plots (matplotlib, Agg)
 
@@ -394,6 +406,13 @@ def blocks(doc: dict) -> list[tuple]:
 
     out.append(("h2", "Results"))
     out.append(("table", *results_table(doc)))
+    firsts = [e for e in doc["entries"] if e.get("first_stage")]
+    if firsts:
+        out.append(("h2", "First stages: the autoencoders' reconstructions"))
+        out.append(("p", f"A latent model's samples are decoded by its first stage, so the first stage's "
+                         f"reconstructions of the first {p['n']} test images bound its quality: the same metric "
+                         f"as the table (against the same reference), mean squared error and PSNR on [0, 1] pixels."))
+        out.append(("table", *first_stage_table(firsts)))
     out.append(("h2", "Samples"))
     out.append(("p", f"The first {p['grid_n']} samples of each entry (seed {p['seed']}, EMA weights): what "
                      f"`genzoo sample RUN --n {p['grid_n']} --seed {p['seed']}` draws. Class-conditional grids "

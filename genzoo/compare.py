@@ -356,6 +356,25 @@ def evaluate_cached(run_dir: Path, protocol: Protocol, dataset: str, *, sampler_
     return result, False
 
 
+def reconstruction_cached(run_dir: Path, protocol: Protocol, dataset: str, *, progress: bool = False) -> dict:
+    """harness.evaluate_reconstruction of a first-stage autoencoder (the bound on its latent model), cached."""
+    from genzoo.evaluation.harness import evaluate_reconstruction
+
+    metrics = tuple(m for m in protocol.metrics_for(dataset) if m in ("fd", "fid"))
+    digest, key = _cache_key(run_dir, protocol, dataset, {"reconstruction": list(metrics)})
+    path = run_dir / f"recon-{digest}.json"
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            return cached["result"]
+    result = evaluate_reconstruction(run_dir, n=protocol.n, metrics=metrics, n_ref=protocol.n_ref,
+                                     ref_split=protocol.ref_split, batch_size=protocol.batch_size,
+                                     device=protocol.resolved_device(), fid_weights=protocol.fid_weights,
+                                     download=protocol.download, progress=progress)
+    ckpt.atomic_write_text(path, json.dumps({"key": key, "result": result}, indent=2) + "\n")
+    return result
+
+
 def grid_cached(run_dir: Path, protocol: Protocol, dataset: str) -> tuple[torch.Tensor, int]:
     """`protocol.grid_n` samples from seed `protocol.seed` (what `genzoo sample RUN --n N --seed S` draws), uint8,
     cached as run_dir/grid-<key>.npz; and the grid's row length (the number of classes when conditional)."""
@@ -396,6 +415,10 @@ def evaluate_entry(name: str, stages: list[dict], protocol: Protocol, *, progres
                                    progress=progress)
             sweep.append({"steps": s, "metrics": r["metrics"], "cost": r["cost"]})
     grid = grid_cached(last, protocol, dataset)
+    first_stage = None
+    if len(stages) > 1 and FAMILIES.get(stages[0]["family"]) is not None and hasattr(
+            FAMILIES[stages[0]["family"]].model, "reconstruct"):
+        first_stage = reconstruction_cached(Path(stages[0]["run"]), protocol, dataset, progress=progress)
     spent = time.time() - t0
     main = result["metrics"].get("fd") or result["metrics"].get("fid")
     log.info("%s: %s%s", name, f"{main['protocol']['metric']} {main['value']:.4g}" if main else "evaluated",
@@ -403,7 +426,8 @@ def evaluate_entry(name: str, stages: list[dict], protocol: Protocol, *, progres
     entry = {"name": name, "families": [s["family"] for s in stages], "two_stage": len(stages) > 1,
              "dataset": dataset, "stages": stages,
              "train_s": sum(s["train_s"] for s in stages), "images_seen": sum(s["images_seen"] for s in stages),
-             "eval": result, "eval_cached": cached, "eval_session_s": spent, "sweep": sweep}
+             "eval": result, "eval_cached": cached, "eval_session_s": spent, "sweep": sweep,
+             "first_stage": first_stage}
     return entry, grid
 
 

@@ -239,6 +239,10 @@ def test_a_two_stage_entry_wires_its_stages_and_counts_both(two_stage, tmp_path,
     assert e["eval"]["cost"]["network_evaluations_per_sample"] == 3
     assert [(s["steps"], s["cost"]["network_evaluations_per_sample"]) for s in e["sweep"]] == [(1, 2), (3, 4)]
     assert "count both stages" in (out / "report.md").read_text()
+    # the first stage's reconstructions bound the entry's quality; the report shows them
+    recon = e["first_stage"]["metrics"]
+    assert recon["fd"]["value"] >= 0 and 0 < recon["mse"]["value"] < 1 and recon["psnr"]["value"] > 0
+    assert "First stages" in (out / "report.md").read_text()
 
     # `genzoo report` on the last stage alone finds its first stage through model.autoencoder
     assert main(["report", str(second), "--out", str(tmp_path / "again"), "--eval-n", "60", "--n-ref", "300",
