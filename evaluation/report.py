@@ -228,27 +228,26 @@ def first_stage_table(entries: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 # ----------------------------------------------------------------------------------------
-# plots (matplotlib, Agg)
+# plots (matplotlib's object API: no pyplot, no backend switch)
 
 
-def _pyplot():
-    import matplotlib
+def _subplots(*args, figsize, dpi, **kw):
+    """A figure and its axes without pyplot: rendering a report never switches the caller's matplotlib backend
+    (a notebook keeps showing its inline figures) and leaves no figure open."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize, dpi=dpi)
+    return fig, fig.subplots(*args, **kw)
 
 
 def plot_samples(doc: dict, grids: dict, path: Path) -> None:
     """Each entry's grid in one figure, in the table's order."""
     from torchvision.utils import make_grid
 
-    plt = _pyplot()
     names = [e["name"] for e in doc["entries"]]
     cols = min(4, max(1, len(names)))
     rows = math.ceil(len(names) / cols) if names else 1
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.6 * rows), dpi=150, squeeze=False)
+    fig, axes = _subplots(rows, cols, figsize=(3.2 * cols, 3.6 * rows), dpi=150, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, e in zip(axes.flat, doc["entries"]):
@@ -262,7 +261,6 @@ def plot_samples(doc: dict, grids: dict, path: Path) -> None:
     fig.suptitle(f"{doc['dataset']}: samples, EMA weights, seed {doc['protocol']['seed']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def _plain_log_labels(axis) -> None:
@@ -276,8 +274,7 @@ def _plain_log_labels(axis) -> None:
 
 
 def plot_quality_vs_time(doc: dict, path: Path) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig, ax = _subplots(figsize=(6, 4), dpi=120)
     drawn = False
     for i, e in enumerate(doc["entries"]):
         color = f"C{i % 10}"
@@ -305,12 +302,10 @@ def plot_quality_vs_time(doc: dict, path: Path) -> None:
     ax.set_title("quality against training time", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def plot_quality_vs_sampling_cost(doc: dict, path: Path) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig, ax = _subplots(figsize=(6, 4), dpi=120)
     drawn = False
     for i, e in enumerate(doc["entries"]):
         color = f"C{i % 10}"
@@ -339,15 +334,13 @@ def plot_quality_vs_sampling_cost(doc: dict, path: Path) -> None:
     ax.set_title("quality against sampling cost", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def plot_speed(doc: dict, path: Path) -> None:
-    plt = _pyplot()
     train = [(f"{e['name']}/{s['family']}" if e["two_stage"] else e["name"], s["train_img_per_s"] or 0, i)
              for i, e in enumerate(doc["entries"]) for s in e["stages"]]
     sample = [(e["name"], e["eval"]["cost"]["sample_img_per_s"] or 0, i) for i, e in enumerate(doc["entries"])]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 0.5 * max(len(train), 3) + 1.5), dpi=120)
+    fig, (a, b) = _subplots(1, 2, figsize=(9, 0.5 * max(len(train), 3) + 1.5), dpi=120)
     for ax, data, title in ((a, train, "training images/s"), (b, sample, "sampling images/s")):
         labels, values, colors = zip(*data) if data else ((), (), ())
         ax.barh(range(len(values)), values, color=[f"C{i % 10}" for i in colors])  # one colour per entry
@@ -363,7 +356,6 @@ def plot_speed(doc: dict, path: Path) -> None:
     fig.suptitle(f"speed on {doc['machine']['gpu'] or doc['machine']['cpu']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------------------

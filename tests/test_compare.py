@@ -111,6 +111,19 @@ class Images(HTMLParser):
             self.sources.append(dict(attrs)["src"])
 
 
+def test_rendering_a_report_leaves_the_callers_matplotlib_backend_alone(finished, tmp_path):
+    """A notebook that calls compare() keeps its inline figures: the report draws without pyplot."""
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        C.report_from_runs([finished[0] / "runs" / "vae" / "vae"], out=tmp_path, protocol=PROTOCOL)
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+
+
 def test_a_compare_writes_every_report_file(finished):
     out, doc = finished
     for name in REPORT_FILES + ("samples-vae.png", "samples-gan.png"):
