@@ -93,4 +93,6 @@ def test_notebook_is_stored_stripped(path):
 
 
 def test_the_notebooks_are_there():
-    assert {p.name for p in NOTEBOOKS} >= {"00_overview.ipynb", "01_vae.ipynb", "02_gan.ipynb"}
+    assert {p.name for p in NOTEBOOKS} >= {"00_overview.ipynb", "01_vae.ipynb", "02_gan.ipynb", "03_autoregressive.ipynb",
+                                           "04_diffusion.ipynb", "05_latent_diffusion_and_dit.ipynb",
+                                           "06_compare.ipynb"}
