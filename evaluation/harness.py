@@ -256,11 +256,11 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
     knobs = vars(run.config.sampler)
     if device != "cpu" and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    images, labels, sample_rate = generate(run.model, n, seed=seed, batch_size=batch_size, device=device,
-                                           knobs=knobs, progress=progress)
+    image_metrics = tuple(m for m in metrics if m != "bpd")
+    images, labels, sample_rate = (generate(run.model, n, seed=seed, batch_size=batch_size, device=device,
+                                            knobs=knobs, progress=progress) if image_metrics else (None, None, None))
     weights = ("ema" if ema else "raw") + (" best.pt" if best else "")
     protocol = {"family": run.config.family, "step": run.step, "weights": weights, "sampler": dict(knobs)}
-    image_metrics = tuple(m for m in metrics if m != "bpd")
     out = {"run": str(run_dir), "family": run.config.family, "dataset": run.config.data.dataset, "step": run.step,
            "metrics": evaluate_images(images, dataset=run.config.data.dataset, metrics=image_metrics,
                                       labels=labels, n_ref=n_ref, ref_split=ref_split, data_cfg=run.config.data,

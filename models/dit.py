@@ -141,10 +141,11 @@ PRESETS = {
              "train": {"steps": 20, "batch_size": 32, "lr": 2e-3, "warmup_steps": 5, "ema_decay": 0.9,
                        "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 16}},
     # real MNIST on 2 CPU cores in at most 10 minutes: a DiT-S-like model at small scale, 4x4 patches (49 tokens)
-    "quick": {"model": {"patch": 4, "hidden": 128, "depth": 6, "heads": 4, "T": 1000, "schedule": "cosine"},
+    "quick": {"model": {"patch": 4, "hidden": 128, "depth": 6, "heads": 4, "T": 1000, "schedule": "cosine",
+                        "objective": "v", "min_snr_gamma": 5.0, "class_cond": True},
               "sampler": {"name": "ddim", "steps": 50},
-              "train": {"steps": 3000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200, "ema_decay": 0.995,
-                        "sample_every": 500, "ckpt_every": 500}},
+              "train": {"steps": 1200, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "ema_decay": 0.995,
+                        "sample_every": 400, "ckpt_every": 400}},
     # one GPU: DiT-S/2 widths (D 384, 12 blocks, 6 heads) on 28x28, 196 tokens
     "standard": {"model": {"patch": 2, "hidden": 384, "depth": 12, "heads": 6},
                  "train": {"steps": 100000, "batch_size": 256, "lr": 1e-4, "warmup_steps": 1000, "ema_decay": 0.9999,

@@ -154,10 +154,11 @@ PRESETS = {
                        "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 16}},
     # MNIST latents of the vae quick preset with latent_channels=4 (4 x 7 x 7): no downsampling, 49 positions
     "quick": {"model": {"channels": 64, "ch_mult": (1,), "blocks": 2, "attn_res": (7,), "hidden": 128, "depth": 6,
-                        "heads": 4, "T": 1000, "schedule": "cosine"},
+                        "heads": 4, "T": 1000, "schedule": "cosine", "objective": "v", "min_snr_gamma": 5.0,
+                        "class_cond": True},
               "sampler": {"name": "ddim", "steps": 50},
-              "train": {"steps": 4000, "batch_size": 128, "lr": 1e-3, "warmup_steps": 200, "ema_decay": 0.995,
-                        "sample_every": 1000, "ckpt_every": 1000}},
+              "train": {"steps": 1100, "batch_size": 128, "lr": 1e-3, "warmup_steps": 100, "ema_decay": 0.995,
+                        "sample_every": 275, "ckpt_every": 275}},
     # one GPU; 7x7 MNIST latents cannot be halved: ch_mult (1, 2) suits 8x8 latents (CIFAR-10 at f = 4)
     "standard": {"model": {"channels": 128, "ch_mult": (1,), "blocks": 2, "attn_res": (7,), "dropout": 0.1,
                            "hidden": 384, "depth": 12, "heads": 4},
