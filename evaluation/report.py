@@ -247,7 +247,7 @@ def plot_samples(doc: dict, grids: dict, path: Path) -> None:
     names = [e["name"] for e in doc["entries"]]
     cols = min(4, max(1, len(names)))
     rows = math.ceil(len(names) / cols) if names else 1
-    fig, axes = _subplots(rows, cols, figsize=(3.2 * cols, 3.6 * rows), dpi=150, squeeze=False)
+    fig, axes = _subplots(rows, cols, figsize=(3.2 * cols, 4.0 * rows), dpi=150, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, e in zip(axes.flat, doc["entries"]):
