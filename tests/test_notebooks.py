@@ -96,3 +96,10 @@ def test_the_notebooks_are_there():
     assert {p.name for p in NOTEBOOKS} >= {"00_overview.ipynb", "01_vae.ipynb", "02_gan.ipynb", "03_autoregressive.ipynb",
                                            "04_diffusion.ipynb", "05_latent_diffusion_and_dit.ipynb",
                                            "06_compare.ipynb"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_the_title_cell_states_run_times_not_placeholders(path):
+    """The first cell tells a student how long the notebook takes; a template placeholder must not ship."""
+    title = "".join(nbformat.read(path, as_version=4).cells[0].source)
+    assert "Run time" in title and "RUNTIME_" not in title, f"fill in the run times in {path.name}'s first cell"
