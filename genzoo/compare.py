@@ -334,26 +334,37 @@ def _cache_key(run_dir: Path, protocol: Protocol, dataset: str, extra: dict) -> 
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16], key
 
 
+def _cached(kind: str, run_dir: Path, protocol: Protocol, dataset: str, extra: dict, compute) -> tuple[dict, bool]:
+    """compute() once per run and protocol, kept as run_dir/<kind>-<key>.json; returns (result, from_cache)."""
+    digest, key = _cache_key(run_dir, protocol, dataset, extra)
+    path = run_dir / f"{kind}-{digest}.json"
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            return cached["result"], True
+    result = compute()
+    ckpt.atomic_write_text(path, json.dumps({"key": key, "result": result}, indent=2) + "\n")
+    return result, False
+
+
 def evaluate_cached(run_dir: Path, protocol: Protocol, dataset: str, *, sampler_overrides=(), metrics=None,
                     progress: bool = False) -> tuple[dict, bool]:
     """harness.evaluate_run under `protocol`, cached as run_dir/eval-<key>.json; returns (result, from_cache)."""
     from genzoo.evaluation.harness import evaluate_run
 
     metrics = tuple(metrics or protocol.metrics_for(dataset))
-    digest, key = _cache_key(run_dir, protocol, dataset, {"sampler": list(sampler_overrides), "eval_metrics": metrics})
-    path = run_dir / f"eval-{digest}.json"
-    if path.is_file():
-        cached = json.loads(path.read_text())
-        if cached.get("key") == key:
-            return cached["result"], True
-    t0 = time.time()
-    result = evaluate_run(run_dir, n=protocol.n, metrics=metrics, seed=protocol.seed, n_ref=protocol.n_ref,
-                          ref_split=protocol.ref_split, sampler_overrides=list(sampler_overrides),
-                          batch_size=protocol.batch_size, device=protocol.resolved_device(),
-                          fid_weights=protocol.fid_weights, download=protocol.download, progress=progress)
-    result["eval_s"] = time.time() - t0
-    ckpt.atomic_write_text(path, json.dumps({"key": key, "result": result}, indent=2) + "\n")
-    return result, False
+
+    def compute():
+        t0 = time.time()
+        result = evaluate_run(run_dir, n=protocol.n, metrics=metrics, seed=protocol.seed, n_ref=protocol.n_ref,
+                              ref_split=protocol.ref_split, sampler_overrides=list(sampler_overrides),
+                              batch_size=protocol.batch_size, device=protocol.resolved_device(),
+                              fid_weights=protocol.fid_weights, download=protocol.download, progress=progress)
+        result["eval_s"] = time.time() - t0
+        return result
+
+    return _cached("eval", run_dir, protocol, dataset,
+                   {"sampler": list(sampler_overrides), "eval_metrics": metrics}, compute)
 
 
 def reconstruction_cached(run_dir: Path, protocol: Protocol, dataset: str, *, progress: bool = False) -> dict:
@@ -361,18 +372,12 @@ def reconstruction_cached(run_dir: Path, protocol: Protocol, dataset: str, *, pr
     from genzoo.evaluation.harness import evaluate_reconstruction
 
     metrics = tuple(m for m in protocol.metrics_for(dataset) if m in ("fd", "fid"))
-    digest, key = _cache_key(run_dir, protocol, dataset, {"reconstruction": list(metrics)})
-    path = run_dir / f"recon-{digest}.json"
-    if path.is_file():
-        cached = json.loads(path.read_text())
-        if cached.get("key") == key:
-            return cached["result"]
-    result = evaluate_reconstruction(run_dir, n=protocol.n, metrics=metrics, n_ref=protocol.n_ref,
-                                     ref_split=protocol.ref_split, batch_size=protocol.batch_size,
-                                     device=protocol.resolved_device(), fid_weights=protocol.fid_weights,
-                                     download=protocol.download, progress=progress)
-    ckpt.atomic_write_text(path, json.dumps({"key": key, "result": result}, indent=2) + "\n")
-    return result
+    return _cached("recon", run_dir, protocol, dataset, {"reconstruction": list(metrics)},
+                   lambda: evaluate_reconstruction(run_dir, n=protocol.n, metrics=metrics, n_ref=protocol.n_ref,
+                                                   ref_split=protocol.ref_split, batch_size=protocol.batch_size,
+                                                   device=protocol.resolved_device(),
+                                                   fid_weights=protocol.fid_weights, download=protocol.download,
+                                                   progress=progress))[0]
 
 
 def grid_cached(run_dir: Path, protocol: Protocol, dataset: str) -> tuple[torch.Tensor, int]:

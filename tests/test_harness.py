@@ -86,6 +86,19 @@ def test_evaluate_run_is_deterministic_and_reports_cost(tmp_path):
     assert cost["train_img_per_s"] > 0 and cost["images_seen"] == 10 * cfg.train.batch_size
 
 
+def test_bits_per_dim_alone_draws_no_samples(tmp_path, monkeypatch):
+    cfg = tiny_config("vae", "train.steps=10", "model.ch_mult=1,2", dataset="digits")
+    train(cfg, tmp_path / "run", progress=False)
+    full = harness.evaluate_run(tmp_path / "run", n=120, metrics="fd,bpd", n_ref=300)
+
+    def no_sampling(*a, **k):
+        raise AssertionError("bits/dim must not sample")
+
+    monkeypatch.setattr(harness, "generate", no_sampling)
+    alone = harness.evaluate_run(tmp_path / "run", n=120, metrics="bpd")
+    assert alone["metrics"]["bpd"]["value"] == full["metrics"]["bpd"]["value"] and "fd" not in alone["metrics"]
+
+
 def test_in_loop_fd_is_logged_and_the_best_checkpoint_kept(tmp_path):
     cfg = tiny_config("vae", "train.steps=20", "train.eval_every=10", "train.eval_n=200", "model.ch_mult=1,2",
                       dataset="digits")
