@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     budget.add_argument("--steps", type=int, help="optimizer steps (train.steps)")
     budget.add_argument("--minutes", type=float, help="wall-clock budget; the LR schedule is fitted to it")
     tr.add_argument("--out", help="run directory (default: runs/FAMILY-DATASET)")
-    tr.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides, e.g. train.lr=2e-4")
+    tr.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="overrides, e.g. train.lr=2e-4")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
     tr.add_argument("--root", help="data directory")
     tr.add_argument("--download", action="store_true", help="allow downloading the dataset")
@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     sa.add_argument("--n", type=int, default=64)
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--out", help="FILE.png (a grid) or FILE.npz (uint8 images, labels); default RUN_DIR/samples.png")
-    sa.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="sampler knobs, e.g. sampler.temperature=0.8")
+    sa.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="sampler knobs, e.g. sampler.temperature=0.8")
     sa.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     sa.add_argument("--best", action="store_true", help="use best.pt (lowest in-loop FD) instead of the latest")
     sa.add_argument("--batch-size", type=int, default=256)
@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--n-ref", type=int, default=10000, help="reference images (default 10000)")
     ev.add_argument("--ref-split", default="train", choices=("train", "test"))
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="sampler knobs, e.g. sampler.temperature=0.8")
+    ev.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="sampler knobs, e.g. sampler.temperature=0.8")
     ev.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     ev.add_argument("--best", action="store_true", help="use best.pt (lowest in-loop FD) instead of the latest")
     ev.add_argument("--fid-weights", help="path to the FID Inception weights (else GENZOO_FID_WEIGHTS, caches, package)")
@@ -96,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     co.add_argument("--out", help="report directory (default: reports/compare-DATASET)")
     co.add_argument("--resume", action="store_true", help="reuse finished runs and cached evaluations in --out, "
                                                           "continue interrupted runs")
-    co.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+    co.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                     help="overrides for every stage, e.g. train.threads=1 model.class_cond=true, or for one "
                          "family: gan:train.lr=1e-4")
     co.add_argument("--root", help="data directory")

@@ -34,6 +34,7 @@ class DiTConfig:
     heads: int = 6
     mlp_ratio: float = 4.0
     pos: Literal["sincos", "learned"] = "sincos"
+    skip: bool = False  # U-ViT long skips (Bao et al. 2023): block depth-1-i also sees block i's output
     dropout: float = 0.0  # not used by DiT; kept so that presets read alike
     # the process (as in ddpm)
     T: int = 1000
@@ -103,6 +104,14 @@ class DiT(nn.Module):
         self.t_mlp = nn.Sequential(nn.Linear(256, D), nn.SiLU(), nn.Linear(D, D))
         self.y_emb = nn.Embedding(num_classes + 1, D) if num_classes else None  # row K = null label
         self.blocks = nn.ModuleList([DiTBlock(D, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
+        # U-ViT long skips: the second half's blocks take Linear([x, skip]) (2D -> D), initialised to pass x
+        # through unchanged, so the network still starts as the identity (adaLN-Zero) and learns the skips
+        self.skips = nn.ModuleList([nn.Linear(2 * D, D) for _ in range(cfg.depth // 2)]) if cfg.skip else None
+        for m in self.skips or ():
+            nn.init.zeros_(m.bias)
+            with torch.no_grad():
+                m.weight.zero_()
+                m.weight[:, :D].copy_(torch.eye(D))
         self.norm_out = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
         self.out = nn.Linear(D, p * p * self.C_out)
@@ -120,8 +129,17 @@ class DiT(nn.Module):
         c = self.t_mlp(timestep_embedding(t, 256))  # (B, D)
         if self.y_emb is not None:
             c = c + self.y_emb(y if y is not None else torch.full_like(t, self.num_classes).long())
-        for block in self.blocks:
-            x = block(x, c)
+        if self.skips is None:
+            for block in self.blocks:
+                x = block(x, c)
+        else:
+            half, stack = len(self.blocks) // 2, []
+            for i, block in enumerate(self.blocks):
+                if i >= len(self.blocks) - half:  # the last `half` blocks: join the mirrored early block's output
+                    x = self.skips[i - (len(self.blocks) - half)](torch.cat([x, stack.pop()], dim=-1))
+                x = block(x, c)
+                if i < half:
+                    stack.append(x)
         shift, scale = self.ada_out(c).chunk(2, dim=1)
         return self.unpatchify(self.out(modulate(self.norm_out(x), shift, scale)))  # (B, C, H, W)
 

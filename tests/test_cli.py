@@ -61,7 +61,9 @@ def test_missing_data_without_opt_in_says_what_to_run(capsys, tmp_path):
 def test_train_then_sample_npz_and_png(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "vae", "--dataset", "synthetic", "--preset", "tiny", "--out", str(run), "--no-progress",
-                 "--set", "model.class_cond=true"]) == 0
+                 "--set", "model.class_cond=true", "--set", "train.steps=12"]) == 0
+    saved = (run / ckpt.CONFIG).read_text()
+    assert '"class_cond": true' in saved and '"steps": 12' in saved, "a repeated --set adds to the earlier ones"
     assert main(["sample", str(run), "--n", "20", "--seed", "1", "--out", str(tmp_path / "s.npz")]) == 0
     with np.load(tmp_path / "s.npz") as f:
         assert f["images"].shape == (20, 1, 28, 28) and f["images"].dtype == np.uint8

@@ -1,0 +1,166 @@
+"""Every family's cost at one preset, on this machine: training and sampling images/s, and where a step's time goes.
+
+    python benchmarks/family_costs.py --preset quick --steps 30 --sample-n 64 --threads 2   # CPU table
+    python benchmarks/family_costs.py --preset standard --steps 60 --sample-n 256           # on a GPU
+
+For each comparison entry (`genzoo.compare.ENTRIES`: vqvae = VQ-VAE + its transformer prior, ldm = VAE +
+latent diffusion) every stage trains `--steps` steps through the real trainer (`train()`, as `genzoo train`
+does), and then
+
+- `train_img_per_s`: the trainer's logged images/s (median of its intervals after the first, which holds
+  start-up / compilation);
+- `net_img_per_s`: the same model, batch and autocast as the trainer, timed on one fixed batch doing only
+  the network's forward + loss + backward (`fb`) and then also the optimizer step (`fbo`); so
+  `outside_fbo = 1 - train/fbo_rate` is the share of a trainer step spent outside the network and the
+  optimizer (data indexing, EMA, LR schedule, gradient clipping and finite checks, logging);
+- `sample_img_per_s`: `model.sample()` through `harness.generate` for the entry's last stage
+  (`--sample-n` images in batches of `--sample-batch`, the preset's own sampler settings).
+
+Weights are what `--steps` steps give: speed does not depend on them. Prints one JSON document; with
+`--markdown` also the README table. Families run one after another, so compare rows of one run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from genzoo import datasets
+from genzoo.compare import Budget, select_entries, stage_configs
+from genzoo.contract import Batch
+from genzoo.evaluation.harness import generate
+from genzoo.runs import build_model, open_run
+from genzoo.train.distributed import DistInfo, LossModule
+from genzoo.train.trainer import phase_settings, pick_device, train
+
+
+def sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def trainer_rate(cfg, run_dir: Path) -> float:
+    train(cfg, run_dir, progress=False)
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["img_per_s"] for r in rows if "img_per_s" in r]
+    return statistics.median(rates[1:] if len(rates) > 1 else rates)
+
+
+def network_rates(cfg, steps: int) -> dict:
+    """images/s of forward+backward and of forward+backward+AdamW on one fixed batch, as the trainer sets them up."""
+    tc = cfg.train
+    device = pick_device(tc.device, DistInfo())
+    cuda = device.type == "cuda"
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+    amp = {"auto": "bf16" if cuda else "none"}.get(tc.amp, tc.amp)
+    data = datasets.load(cfg.data.dataset, "train", root=cfg.data.root or None)
+    torch.manual_seed(0)
+    model = build_model(cfg, data.shape, data.num_classes).to(device, memory_format=fmt)
+    idx = torch.arange(tc.batch_size)
+    images, labels = data.batch(idx)
+    latents = None
+    if hasattr(model, "set_latent_scale"):
+        from genzoo.train.latents import cached_latents
+        all_latents = cached_latents(model, data, cfg.data.dataset, device)  # cached by the trainer's run
+        model.set_latent_scale(all_latents)
+        latents = all_latents[idx]
+    batch = Batch(images, labels, latents).to(device, fmt)
+    wrapped = torch.compile(LossModule(model)) if tc.compile else LossModule(model)
+    optims = {p: torch.optim.AdamW(list(model.parameters_for(p)), lr=1e-5, fused=cuda or None) for p in model.phases}
+    repeats = {p: r for p, (_, r) in phase_settings(tc, model.phases).items()}
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
+    model.train()
+
+    def step(with_opt: bool):
+        for p in model.phases:
+            for _ in range(repeats[p]):
+                model.zero_grad(set_to_none=True)
+                with autocast:
+                    loss = wrapped(batch, p)["loss"]
+                loss.float().backward()
+                if with_opt:
+                    optims[p].step()
+
+    out = {}
+    for name, with_opt in (("fb", False), ("fbo", True)):
+        step(with_opt), step(with_opt)  # warm-up (and compilation)
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step(with_opt)
+        sync(device)
+        out[name] = steps * tc.batch_size / (time.perf_counter() - t0)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--preset", default="quick")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--families", help="comma-separated comparison entries (default: all)")
+    p.add_argument("--steps", type=int, default=30, help="trainer steps per stage (and timed network steps)")
+    p.add_argument("--sample-n", type=int, default=64)
+    p.add_argument("--sample-batch", type=int, default=256)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = the trainer's default)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every stage")
+    p.add_argument("--markdown", action="store_true", help="also print the README table (to stderr)")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    chosen, _ = select_entries(a.families.split(",") if a.families else None)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, stages in chosen:
+            sets = [f"train.log_every={max(1, a.steps // 5)}", "train.sample_every=0", "train.eval_every=0",
+                    f"train.ckpt_every={10 * a.steps}", *([f"train.threads={a.threads}"] if a.threads else []), *a.set]
+            entry = stage_configs(name, stages, dataset=a.dataset, preset=a.preset, budget=Budget("steps", a.steps),
+                                  overrides=sets, runs_dir=Path(tmp))
+            row = {"entry": name, "stages": []}
+            for stage, cfg, run_dir in zip(entry.stages, entry.configs, entry.dirs):
+                cfg.train.steps = a.steps  # every stage the same number of steps: this is about speed
+                rate = trainer_rate(cfg, run_dir)
+                net = network_rates(cfg, a.steps)
+                row["stages"].append({
+                    "family": stage.family, "preset": stage.preset(a.preset), "batch_size": cfg.train.batch_size,
+                    "train_img_per_s": rate, "net_fb_img_per_s": net["fb"], "net_fbo_img_per_s": net["fbo"],
+                    "outside_fb": 1 - rate / net["fb"], "outside_fbo": 1 - rate / net["fbo"]})
+            device = str(pick_device(entry.configs[-1].train.device, DistInfo()))
+            run = open_run(entry.dirs[-1], device=device)
+            knobs = vars(run.config.sampler)
+            generate(run.model, min(8, a.sample_n), batch_size=a.sample_batch, device=device, knobs=knobs)  # warm-up
+            _, _, rate = generate(run.model, a.sample_n, batch_size=a.sample_batch, device=device, knobs=knobs)
+            row.update(sample_img_per_s=rate, sampler=dict(knobs),
+                       parameters=sum(q.numel() for q in run.model.parameters()))
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else (platform.processor() or "cpu")
+    doc = {"benchmark": "family_costs", "preset": a.preset, "dataset": a.dataset, "steps": a.steps,
+           "sample_n": a.sample_n, "device": device, "threads": torch.get_num_threads(), "torch": torch.__version__,
+           "entries": rows}
+    print(json.dumps(doc, indent=2))
+    if a.markdown:
+        print(markdown(doc), file=sys.stderr)
+
+
+def markdown(doc: dict) -> str:
+    lines = [f"| entry (stage) | batch | train img/s | network-only img/s (fwd+bwd+opt) | outside network+opt | "
+             f"sample img/s |", "|---|---|---|---|---|---|"]
+    for r in doc["entries"]:
+        for i, s in enumerate(r["stages"]):
+            name = r["entry"] if len(r["stages"]) == 1 else f"{r['entry']} ({s['family']})"
+            sample = f"{r['sample_img_per_s']:.1f}" if i == len(r["stages"]) - 1 else ""
+            lines.append(f"| {name} | {s['batch_size']} | {s['train_img_per_s']:.0f} | {s['net_fbo_img_per_s']:.0f} | "
+                         f"{100 * s['outside_fbo']:.0f}% | {sample} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
