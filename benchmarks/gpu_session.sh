@@ -13,7 +13,7 @@ REPO=$(pwd); OUT=${OUT:-/tmp/gpu-session}; mkdir -p "$OUT/grids"
 export PYTHONUNBUFFERED=1 GENZOO_DATA=${GENZOO_DATA:-/tmp/genzoo-data}
 PY=${PY:-python3}
 if [ -z "${SMOKE:-}" ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-build-isolation --target /tmp/site .whl/*.whl . >/dev/null \
+  rm -rf /tmp/site; $PY -m pip install -q --no-index --no-deps --no-compile --no-build-isolation --target /tmp/site .whl/*.whl . >/dev/null \
     && export PYTHONPATH=/tmp/site || echo "wheel install failed"
   mkdir -p "$GENZOO_DATA/MNIST/raw"
   for f in .devdata/*.gz; do gunzip -c "$f" > "$GENZOO_DATA/MNIST/raw/$(basename "$f" .gz)"; done
@@ -64,7 +64,7 @@ echo "== 2. peers at the standard size ($(left) s left)"
   --train-steps 10 --repeats $PSTEPS --device $DEV > "$OUT/peers.json" 2>"$OUT/peers.err"; tail -c 1500 "$OUT/peers.json"
 
 echo "== 3. every family's cost at the standard presets ($(left) s left)"
-[ "$(left)" -gt 60 ] && timeout $(( $(left) - 10 )) $PY "$REPO/benchmarks/family_costs.py" --dataset $DS --preset $STD --steps $FSTEPS \
+[ "$(left)" -gt 60 ] && timeout $(( $(left) - 10 )) $PY "$REPO/benchmarks/family_costs.py" --dataset $DS --preset $STD --steps $FSTEPS ${FAMILIES:+--families $FAMILIES} \
   --sample-n $SN --markdown > "$OUT/family_costs.json" 2>"$OUT/family_costs.err"; tail -14 "$OUT/family_costs.err"
 
 echo "== 4. ddpm standard: fp32 / bf16 / bf16 + compile ($(left) s left)"

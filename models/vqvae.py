@@ -99,6 +99,7 @@ class VectorQuantizer(nn.Module):
     def update(self, z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """EMA codebook step (App. A.1) on encoder outputs z (N, D) with codes idx (N,); returns the number
         of restarted codes."""
+        z = z.float()  # the statistics stay fp32 under bf16 autocast
         if not self._ready:  # a host sync only until the first batch has initialised the codes
             self._ready = bool(self.initialized)
             if not self._ready:
@@ -109,7 +110,8 @@ class VectorQuantizer(nn.Module):
                 self._ready = True
                 return torch.zeros((), device=z.device)
         onehot = F.one_hot(idx, self.size).type_as(z)  # (N, K)
-        n, s = onehot.sum(0), onehot.t() @ z  # (K,), (K, D)
+        with torch.autocast(z.device.type, enabled=False):  # fp32 statistics under bf16 autocast
+            n, s = onehot.sum(0), onehot.t() @ z  # (K,), (K, D)
         if dist.is_available() and dist.is_initialized():  # every rank sees the global statistics
             dist.all_reduce(n), dist.all_reduce(s)
             n, s = n / dist.get_world_size(), s / dist.get_world_size()

@@ -66,3 +66,12 @@ def test_every_sampler_decodes_latents_to_images(first_stage, tmp_path):
     for name in samplers.SAMPLERS:
         x = run.model.sample(3, generator=torch.Generator().manual_seed(0), name=name, steps=4)
         assert x.shape == (3, *run.image_shape) and torch.isfinite(x).all(), name
+
+
+def test_the_cache_key_does_not_depend_on_the_memory_format(first_stage):
+    """On CUDA the trainer moves models to channels_last; hashing their weights once failed on 1x1 kernels."""
+    model = open_run(first_stage).model
+    holder = type("M", (), {"autoencoder": model})()
+    before = latent_cache.cache_path(holder, "synthetic", (1, 28, 28), 2048)
+    model.to(memory_format=torch.channels_last)
+    assert latent_cache.cache_path(holder, "synthetic", (1, 28, 28), 2048) == before

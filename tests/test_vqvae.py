@@ -146,3 +146,13 @@ def test_the_prior_needs_a_finished_vqvae_run(tmp_path, vqvae_run):
         build_model(tiny_config("transformer", f"model.autoencoder={other}"), SHAPE, 10)
     with pytest.raises(ConfigError, match="trained on"):
         build_model(tiny_config("transformer", f"model.autoencoder={vqvae_run}"), (1, 28, 28), 10)
+
+
+def test_the_codebook_statistics_stay_float32_under_bf16_autocast():
+    """The trainer runs the loss under bf16 autocast on CUDA; the EMA update must not mix dtypes (it once did)."""
+    vq = model()
+    for _ in range(2):  # the first batch initialises the codes, the second is an EMA step
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            terms = vq.loss(batch())
+        terms["loss"].float().backward()
+    assert vq.vq.embed.dtype == torch.float32 and torch.isfinite(vq.vq.embed).all()
