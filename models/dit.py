@@ -159,15 +159,15 @@ PRESETS = {
              "train": {"steps": 20, "batch_size": 32, "lr": 2e-3, "warmup_steps": 5, "ema_decay": 0.9,
                        "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 16}},
     # real MNIST on 2 CPU cores in at most 10 minutes: a DiT-S-like model at small scale, 4x4 patches (49 tokens).
-    # Measured: after 800 steps (51k images) its samples are blocky strokes, not yet digits (patch 2 with
-    # hidden 64, similar FLOPs but 0.6x the speed, was worse at 400 steps); the U-Net learns pixels far
-    # faster at this budget.
-    # On latents (ldm with model.denoiser=dit, the DiT paper's setting), 600 steps give partly recognisable digits.
+    # Measured: 2400 steps of 32 train in 536 s on 2 idle cores; FD 161 at cfg 1 (n = 1000) and clean requested
+    # digits at cfg 3 (README). At the same 76.8k images, 1200 steps of 64 gave FD 322 and blocky strokes, and
+    # U-ViT long skips (model.skip) did not help (FD 616); 2400 steps of 64 gave FD 83 (H100 sweep,
+    # benchmarks/results/sweep_quick_h100.jsonl): at this budget the number of steps is what counts.
     "quick": {"model": {"patch": 4, "hidden": 128, "depth": 6, "heads": 4, "T": 1000, "schedule": "cosine",
                         "objective": "v", "min_snr_gamma": 5.0, "class_cond": True},
               "sampler": {"name": "ddim", "steps": 50},
-              "train": {"steps": 1200, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "ema_decay": 0.995,
-                        "sample_every": 400, "ckpt_every": 400}},
+              "train": {"steps": 2400, "batch_size": 32, "lr": 1e-3, "warmup_steps": 100, "ema_decay": 0.995,
+                        "sample_every": 800, "ckpt_every": 400}},
     # one GPU: DiT-S/2 widths (D 384, 12 blocks, 6 heads) on 28x28, 196 tokens
     "standard": {"model": {"patch": 2, "hidden": 384, "depth": 12, "heads": 6},
                  "train": {"steps": 100000, "batch_size": 256, "lr": 1e-4, "warmup_steps": 1000, "ema_decay": 0.9999,

@@ -1,0 +1,76 @@
+"""The README's performance table, from saved outputs of family_costs.py and peers.py (nothing is re-measured).
+
+    python benchmarks/family_costs.py --preset quick --steps 30 --sample-n 64 > benchmarks/results/family_costs_quick_cpu.json
+    python benchmarks/perf_table.py                       # prints the markdown for README.md
+
+Reads benchmarks/results/family_costs_quick_cpu.json (2 CPU cores, quick presets) and
+family_costs_standard_h100.json (one GPU, standard presets) and the peers' JSON files beside them.
+A column whose file is missing says "not yet measured".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def rows_of(doc: dict | None) -> dict[str, dict]:
+    return {r["entry"]: r for r in doc["entries"]} if doc else {}
+
+
+def cells(row: dict | None) -> list[str]:
+    """train img/s (stages joined by +), outside network+optimizer (worst stage), sample img/s."""
+    if row is None:
+        return ["not yet measured"] * 3
+    train = " + ".join(f"{s['train_img_per_s']:.0f}" for s in row["stages"])
+    outside = max(s["outside_fbo"] for s in row["stages"])
+    return [train, f"{100 * max(outside, 0.0):.0f}%", f"{row['sample_img_per_s']:.3g}"]
+
+
+def family_table(cpu: dict | None, gpu: dict | None) -> str:
+    head = (f"| entry | CPU train img/s | CPU outside net+opt | CPU sample img/s | GPU train img/s | "
+            f"GPU outside net+opt | GPU sample img/s |\n|---|---|---|---|---|---|---|")
+    cpu_rows, gpu_rows = rows_of(cpu), rows_of(gpu)
+    names = list(dict.fromkeys([*cpu_rows, *gpu_rows]))
+    lines = [head] + [f"| {n} | " + " | ".join(cells(cpu_rows.get(n)) + cells(gpu_rows.get(n))) + " |" for n in names]
+    where = []
+    for label, doc in (("CPU", cpu), ("GPU", gpu)):
+        if doc:
+            where.append(f"{label}: {doc['device']}, preset `{doc['preset']}`, {doc.get('threads', '?')} threads, "
+                         f"torch {doc['torch']}, {doc['steps']} steps per stage, {doc['sample_n']} samples")
+        else:
+            where.append(f"{label}: not yet measured")
+    return "\n".join(lines) + "\n\n" + "; ".join(where) + "."
+
+
+def peers_table(docs: list[tuple[str, dict]]) -> str:
+    lines = ["| machine, size | train ours/diffusers | train ours/lucidrains | DDIM-20 ours/diffusers | "
+             "DDIM-20 ours/lucidrains | DDIM-50 ours/diffusers | DDIM-50 ours/lucidrains |", "|---|---|---|---|---|---|---|"]
+    for label, d in docs:
+        tr, sa = d["train_ratio"], d["sample_ratio"]
+        lines.append(f"| {label}, {d['size']} | {tr['ours/diffusers']:.2f} | {tr['ours/lucidrains']:.2f} | "
+                     f"{sa['20']['ours/diffusers']:.2f} | {sa['20']['ours/lucidrains']:.2f} | "
+                     f"{sa['50']['ours/diffusers']:.2f} | {sa['50']['ours/lucidrains']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.parse_args(argv)
+    print(family_table(load("family_costs_quick_cpu.json"), load("family_costs_standard_h100.json")))
+    peers = [(label, d) for label, name in (("2 CPU cores", "peers_quick_cpu.json"),
+                                            ("H100", "peers_standard_h100.json")) if (d := load(name))]
+    if peers:
+        print("\n" + peers_table(peers))
+
+
+if __name__ == "__main__":
+    main()
