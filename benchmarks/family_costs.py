@@ -141,13 +141,20 @@ def main(argv=None):
                        parameters=sum(q.numel() for q in run.model.parameters()))
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else (platform.processor() or "cpu")
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else cpu_name()
     doc = {"benchmark": "family_costs", "preset": a.preset, "dataset": a.dataset, "steps": a.steps,
            "sample_n": a.sample_n, "device": device, "threads": torch.get_num_threads(), "torch": torch.__version__,
            "entries": rows}
     print(json.dumps(doc, indent=2))
     if a.markdown:
         print(markdown(doc), file=sys.stderr)
+
+
+def cpu_name() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "cpu"
 
 
 def markdown(doc: dict) -> str:

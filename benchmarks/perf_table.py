@@ -27,12 +27,13 @@ def rows_of(doc: dict | None) -> dict[str, dict]:
 
 
 def cells(row: dict | None) -> list[str]:
-    """train img/s (stages joined by +), outside network+optimizer (worst stage), sample img/s."""
+    """train img/s (stages joined by +), outside network+optimizer (worst stage, signed: a negative value
+    means the trainer beat the fixed-batch timing, i.e. noise), sample img/s."""
     if row is None:
         return ["not yet measured"] * 3
     train = " + ".join(f"{s['train_img_per_s']:.0f}" for s in row["stages"])
     outside = max(s["outside_fbo"] for s in row["stages"])
-    return [train, f"{100 * max(outside, 0.0):.0f}%", f"{row['sample_img_per_s']:.3g}"]
+    return [train, f"{100 * outside:+.0f}%", f"{row['sample_img_per_s']:.3g}"]
 
 
 def family_table(cpu: dict | None, gpu: dict | None) -> str:
@@ -44,8 +45,9 @@ def family_table(cpu: dict | None, gpu: dict | None) -> str:
     where = []
     for label, doc in (("CPU", cpu), ("GPU", gpu)):
         if doc:
-            where.append(f"{label}: {doc['device']}, preset `{doc['preset']}`, {doc.get('threads', '?')} threads, "
-                         f"torch {doc['torch']}, {doc['steps']} steps per stage, {doc['sample_n']} samples")
+            threads = f", {doc['threads']} threads" if label == "CPU" else ""
+            where.append(f"{label}: {doc['device']}{threads}, preset `{doc['preset']}`, torch {doc['torch']}, "
+                         f"{doc['steps']} steps per stage, {doc['sample_n']} samples")
         else:
             where.append(f"{label}: not yet measured")
     return "\n".join(lines) + "\n\n" + "; ".join(where) + "."

@@ -58,3 +58,13 @@ def test_an_installed_wheel_holds_every_subpackage():
         for init in listed[name].rglob("__init__.py"):
             sub = ".".join([name, *init.parent.relative_to(listed[name]).parts])
             assert sub in tool["packages"] and listed.get(sub) == init.parent, f"{sub} is not in pyproject.toml"
+
+
+def test_the_readme_performance_table_is_the_output_of_perf_table():
+    """The README's figures come from saved benchmark outputs, not from hand edits (issue 10)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "perf_table.py")], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out and out in (ROOT / "README.md").read_text()
