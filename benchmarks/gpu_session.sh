@@ -51,8 +51,7 @@ EOF
 echo "== 1. quality sweeps ($(left) s left)"
 mkdir -p /tmp/sweep
 sweep dit-base dit
-sweep dit-skip dit --set model.skip=true
-sweep dit-skip-lr2 dit --set model.skip=true train.lr=2e-3 train.warmup_steps=200
+sweep dit-lr2 dit --set train.lr=2e-3 train.warmup_steps=200
 sweep dit-x2 dit --set train.steps=2400
 sweep pixelcnn-c pixelcnn --set model.class_cond=true
 sweep pixelcnn-c-x4 pixelcnn --set model.class_cond=true train.steps=1000

@@ -34,7 +34,6 @@ class DiTConfig:
     heads: int = 6
     mlp_ratio: float = 4.0
     pos: Literal["sincos", "learned"] = "sincos"
-    skip: bool = False  # U-ViT long skips (Bao et al. 2023): block depth-1-i also sees block i's output
     dropout: float = 0.0  # not used by DiT; kept so that presets read alike
     # the process (as in ddpm)
     T: int = 1000
@@ -104,14 +103,6 @@ class DiT(nn.Module):
         self.t_mlp = nn.Sequential(nn.Linear(256, D), nn.SiLU(), nn.Linear(D, D))
         self.y_emb = nn.Embedding(num_classes + 1, D) if num_classes else None  # row K = null label
         self.blocks = nn.ModuleList([DiTBlock(D, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
-        # U-ViT long skips: the second half's blocks take Linear([x, skip]) (2D -> D), initialised to pass x
-        # through unchanged, so the network still starts as the identity (adaLN-Zero) and learns the skips
-        self.skips = nn.ModuleList([nn.Linear(2 * D, D) for _ in range(cfg.depth // 2)]) if cfg.skip else None
-        for m in self.skips or ():
-            nn.init.zeros_(m.bias)
-            with torch.no_grad():
-                m.weight.zero_()
-                m.weight[:, :D].copy_(torch.eye(D))
         self.norm_out = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
         self.out = nn.Linear(D, p * p * self.C_out)
@@ -129,17 +120,8 @@ class DiT(nn.Module):
         c = self.t_mlp(timestep_embedding(t, 256))  # (B, D)
         if self.y_emb is not None:
             c = c + self.y_emb(y if y is not None else torch.full_like(t, self.num_classes).long())
-        if self.skips is None:
-            for block in self.blocks:
-                x = block(x, c)
-        else:
-            half, stack = len(self.blocks) // 2, []
-            for i, block in enumerate(self.blocks):
-                if i >= len(self.blocks) - half:  # the last `half` blocks: join the mirrored early block's output
-                    x = self.skips[i - (len(self.blocks) - half)](torch.cat([x, stack.pop()], dim=-1))
-                x = block(x, c)
-                if i < half:
-                    stack.append(x)
+        for block in self.blocks:
+            x = block(x, c)
         shift, scale = self.ada_out(c).chunk(2, dim=1)
         return self.unpatchify(self.out(modulate(self.norm_out(x), shift, scale)))  # (B, C, H, W)
 
@@ -160,9 +142,9 @@ PRESETS = {
                        "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 16}},
     # real MNIST on 2 CPU cores in at most 10 minutes: a DiT-S-like model at small scale, 4x4 patches (49 tokens).
     # Measured: 2400 steps of 32 train in 536 s on 2 idle cores; FD 161 at cfg 1 (n = 1000) and clean requested
-    # digits at cfg 3 (README). At the same 76.8k images, 1200 steps of 64 gave FD 322 and blocky strokes, and
-    # U-ViT long skips (model.skip) did not help (FD 616); 2400 steps of 64 gave FD 83 (H100 sweep,
-    # benchmarks/results/sweep_quick_h100.jsonl): at this budget the number of steps is what counts.
+    # digits at cfg 3 (README). At the same 76.8k images, 1200 steps of 64 gave FD 322 and blocky strokes;
+    # U-ViT long skips (tried in commit 82a519d, since removed) gave FD 616; 2400 steps of 64 gave FD 83
+    # (H100 sweep, benchmarks/results/sweep_quick_h100.jsonl): at this budget the number of steps is what counts.
     "quick": {"model": {"patch": 4, "hidden": 128, "depth": 6, "heads": 4, "T": 1000, "schedule": "cosine",
                         "objective": "v", "min_snr_gamma": 5.0, "class_cond": True},
               "sampler": {"name": "ddim", "steps": 50},
