@@ -106,11 +106,13 @@ def test_a_uniform_model_scores_exactly_8_bits_per_dim(make):
     assert math.isclose(model.loss(batch)["bpd"].item(), 8.0, abs_tol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 2), (1, 2, 1)], ids=["one-row", "one-column"])
 @pytest.mark.parametrize("make", [pixelcnn, transformer], ids=["pixelcnn", "transformer"])
-def test_the_likelihood_is_a_normalised_distribution(make):
-    """Summing p(x) over all 256^2 two-pixel images gives 1 (an exact likelihood, not a bound)."""
-    model = make(shape=(1, 1, 2), class_cond=True)
-    grid = torch.stack(torch.meshgrid(torch.arange(256), torch.arange(256), indexing="ij"), -1).view(-1, 1, 1, 2)
+def test_the_likelihood_is_a_normalised_distribution(make, shape):
+    """Summing p(x) over all 256^2 two-pixel images gives 1 (an exact likelihood, not a bound), with the
+    second pixel to the right of the first or below it (the transformer's `above` input)."""
+    model = make(shape=shape, class_cond=True)
+    grid = torch.stack(torch.meshgrid(torch.arange(256), torch.arange(256), indexing="ij"), -1).view(-1, *shape)
     x = grid.float() / 127.5 - 1  # every image of 2 sub-pixels
     bpd = model.log_likelihood(Batch(x, torch.full((len(x),), 4)))
     total = torch.exp2(-bpd.double() * 2).sum()
