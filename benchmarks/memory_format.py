@@ -16,31 +16,16 @@ import time
 
 import torch
 
-from genzoo.contract import Batch
-from genzoo.models.ddpm import DDPM
-from peers import IMAGE, SIZES, ours_config
+from peers import IMAGE, SIZES, build_ours
 
 FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
 
 def build(size: str, fmt, batch: int):
+    """peers.py's model of ours in memory format `fmt`, from seed 0: (train_step(), sample(n, steps))."""
     torch.manual_seed(0)
-    model = DDPM(ours_config(size), IMAGE).to(memory_format=fmt)
-    x = (torch.rand(batch, *IMAGE) * 2 - 1).contiguous(memory_format=fmt)  # (B, 1, 28, 28)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def train_step():
-        model.train()
-        opt.zero_grad(set_to_none=True)
-        model.loss(Batch(x, None))["loss"].backward()
-        opt.step()
-
-    @torch.no_grad()
-    def sample(n: int, steps: int):
-        model.eval()
-        return model.sample(n, name="ddim", steps=steps)
-
-    return train_step, sample
+    ours = build_ours(size, "cpu", batch, memory_format=fmt)
+    return ours.train_step, ours.sample
 
 
 def main():

@@ -94,12 +94,12 @@ def ours_config(size: str):
 
 # -- the three models, each wrapped as: net, params, train_step(), sample(n, steps) ----------------------------------
 
-def build_ours(size, device, batch, **_):
+def build_ours(size, device, batch, memory_format=torch.contiguous_format, **_):
     from genzoo.contract import Batch
     from genzoo.models.ddpm import DDPM
     cfg = ours_config(size)
-    model = DDPM(cfg, IMAGE).to(device)
-    x = torch.rand(batch, *IMAGE, device=device) * 2 - 1
+    model = DDPM(cfg, IMAGE).to(device, memory_format=memory_format)
+    x = (torch.rand(batch, *IMAGE, device=device) * 2 - 1).contiguous(memory_format=memory_format)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def train_step():
