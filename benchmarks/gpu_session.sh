@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One prepared GPU session (a lent device has ~15 minutes): everything below in priority order, each part
 # under its own time limit, results appended to $OUT as they come.
-#   1. quality sweeps that would cost CPU-hours: DiT pixel quick variants (issue 7) and class-conditional
-#      PixelCNN / pixel-transformer quick presets at 1x and 4x steps (issue 5): train, FD (n = 1000), a grid;
-#   2. benchmarks/peers.py at the standard size (ours vs diffusers vs lucidrains, CUDA);
+#   1. quality sweeps that would cost CPU-hours: variants of the class-conditional pixel transformer's quick
+#      preset (issue 5): train, FD, precision / recall and the classifier's accuracy on the requested labels
+#      (n = 1000), a grid. (The sweeps of earlier sessions, dit and pixelcnn, are in results/sweep_quick_h100.jsonl.)
+#   2. benchmarks/peers.py at the standard size (ours, ours in channels_last, diffusers, lucidrains; CUDA), in fp32
+#      and then with every model under bf16 autocast;
 #   3. benchmarks/family_costs.py at the standard presets (the README's GPU column);
 #   4. ddpm standard: fp32 vs bf16 vs bf16 + torch.compile through the trainer.
 # Expects MNIST's raw IDX files gzipped in .devdata/ and the peers' wheels in .whl/ (benchmarks/README.md).
@@ -34,14 +36,14 @@ sweep() {  # NAME FAMILY OVERRIDES...
   timeout $(( ${SWEEP_S:-280} + 30 - ($(date +%s) - T0) )) $PY -m genzoo train "$fam" --dataset $DS --preset $Q --out "/tmp/sweep/$name" --no-progress \
     --set train.sample_every=0 "$@" >"/tmp/sweep/$name.log" 2>&1 || { echo "$name: train failed"; tail -5 "/tmp/sweep/$name.log"; return; }
   local tt=$(( $(date +%s) - t ))
-  timeout 120 $PY -m genzoo eval "/tmp/sweep/$name" --n $N --metrics fd,pr --device $DEV --out "/tmp/sweep/$name.json" >/dev/null 2>&1
+  timeout 120 $PY -m genzoo eval "/tmp/sweep/$name" --n $N --metrics fd,pr,is --device $DEV --out "/tmp/sweep/$name.json" >/dev/null 2>&1
   timeout 60 $PY -m genzoo sample "/tmp/sweep/$name" --n 100 --device $DEV --out "$OUT/grids/$name.png" >/dev/null 2>&1
   $PY - "$name" "$tt" "/tmp/sweep/$name.json" "$*" <<'EOF' | tee -a "$OUT/sweep.jsonl"
 import json, sys
 name, secs, path, sets = sys.argv[1:]
 try:
     m = json.load(open(path))["metrics"]
-    row = {k: round(v["value"], 4) for k, v in m.items()}
+    row = {k: round(v["value"], 4) if isinstance(v["value"], float) else v["value"] for k, v in m.items()}
 except Exception as e:
     row = {"error": repr(e)}
 print(json.dumps({"run": name, "overrides": sets, "train_s": int(secs), **row}))
@@ -50,17 +52,18 @@ EOF
 
 echo "== 1. quality sweeps ($(left) s left)"
 mkdir -p /tmp/sweep
-sweep dit-base dit
-sweep dit-lr2 dit --set train.lr=2e-3 train.warmup_steps=200
-sweep dit-x2 dit --set train.steps=2400
-sweep pixelcnn-c pixelcnn --set model.class_cond=true
-sweep pixelcnn-c-x4 pixelcnn --set model.class_cond=true train.steps=1000
-sweep transformer-c transformer --set model.class_cond=true
-sweep transformer-c-x4 transformer --set model.class_cond=true train.steps=1120
+sweep tr-base transformer
+sweep tr-every transformer --set model.class_every=true
+sweep tr-every-b8 transformer --set model.class_every=true train.batch_size=8
+sweep tr-every-x2 transformer --set model.class_every=true train.steps=2240
 
 echo "== 2. peers at the standard size ($(left) s left)"
 [ "$(left)" -gt 60 ] && timeout $(( $(left) - 30 )) $PY "$REPO/benchmarks/peers.py" --size $PSIZE --batch 64 --sample-batch 64 \
-  --train-steps 10 --repeats $PSTEPS --device $DEV > "$OUT/peers.json" 2>"$OUT/peers.err"; tail -c 1500 "$OUT/peers.json"
+  --train-steps 10 --repeats $PSTEPS --device $DEV --models ours,ours_cl,lucidrains,diffusers > "$OUT/peers.json" 2>"$OUT/peers.err"
+grep -A12 '"train_ratio"' "$OUT/peers.json" | head -30
+[ "$(left)" -gt 60 ] && timeout $(( $(left) - 30 )) $PY "$REPO/benchmarks/peers.py" --size $PSIZE --batch 64 --sample-batch 64 \
+  --train-steps 10 --repeats $PSTEPS --device $DEV --models ours,ours_cl,lucidrains,diffusers --amp bf16 --no-memory \
+  > "$OUT/peers_bf16.json" 2>"$OUT/peers_bf16.err"; grep -A12 '"train_ratio"' "$OUT/peers_bf16.json" | head -30
 
 echo "== 3. every family's cost at the standard presets ($(left) s left)"
 [ "$(left)" -gt 60 ] && timeout $(( $(left) - 10 )) $PY "$REPO/benchmarks/family_costs.py" --dataset $DS --preset $STD --steps $FSTEPS ${FAMILIES:+--families $FAMILIES} \

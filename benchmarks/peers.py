@@ -64,7 +64,7 @@ from types import SimpleNamespace
 import torch
 
 PEERS = ("lucidrains", "diffusers")
-MODELS = ("ours", *PEERS)
+MODELS = ("ours", *PEERS)  # the default set; `ours_cl` (ours in channels_last, as the trainer runs on CUDA) on request
 SIZES = ("quick", "standard")  # the ddpm presets whose network is benchmarked
 IMAGE = (1, 28, 28)
 
@@ -206,7 +206,21 @@ def build_diffusers(size, device, batch, **_):
     return SimpleNamespace(net=net, train_step=train_step, sample=sample)
 
 
-BUILD = {"ours": build_ours, "lucidrains": build_lucidrains, "diffusers": build_diffusers}
+BUILD = {"ours": build_ours, "ours_cl": functools.partial(build_ours, memory_format=torch.channels_last),
+         "lucidrains": build_lucidrains, "diffusers": build_diffusers}
+
+
+def with_autocast(m: SimpleNamespace, device: str, amp: str) -> SimpleNamespace:
+    """--amp bf16: every model's training step and sampler under the same torch.autocast (bf16 matmuls and
+    convolutions, fp32 elsewhere), the same for ours and the peers."""
+    if amp == "none":
+        return m
+    def wrap(fn):
+        def run(*args):
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+                return fn(*args)
+        return run
+    return SimpleNamespace(net=m.net, train_step=wrap(m.train_step), sample=wrap(m.sample))
 
 
 # -- measurement ---------------------------------------------------------------------------------------------------
@@ -247,7 +261,7 @@ def memory_child(a):
     """One (model, phase) in this fresh process: peak memory growth in MiB (see the module docstring)."""
     torch.manual_seed(0)
     kw = {"dim": a.lucidrains_dim} if a.model == "lucidrains" else {}  # no width search in here: its garbage
-    m = BUILD[a.model](a.size, a.device, a.batch, **kw)                  # would be reused below the baseline
+    m = with_autocast(BUILD[a.model](a.size, a.device, a.batch, **kw), a.device, a.amp)  # would be reused below
     if a.phase == "train":
         run = lambda: [m.train_step() for _ in range(2)]  # noqa: E731  (AdamW state appears at step 1)
     else:
@@ -283,7 +297,7 @@ def memory_child(a):
 def measure_memory(a, model, phase) -> dict:
     cmd = [sys.executable, __file__, "--_memory-child", "--model", model, "--phase", phase, "--size", a.size,
            "--batch", str(a.batch), "--sample-batch", str(a.sample_batch), "--threads", str(a.threads),
-           "--device", a.device, "--lucidrains-dim", str(lucidrains_dim(a.size))]
+           "--device", a.device, "--amp", a.amp, "--lucidrains-dim", str(lucidrains_dim(a.size))]
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode:
@@ -311,7 +325,9 @@ def main():
     p.add_argument("--repeats", type=int, default=3, help="0: only parameter counts, call counts and memory")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--models", default=",".join(MODELS), help=f"from {', '.join(BUILD)}")
+    p.add_argument("--amp", choices=("none", "bf16"), default="none",
+                   help="bf16: every model under the same torch.autocast (default: fp32 throughout)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-model memory subprocesses")
     p.add_argument("--_memory-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
@@ -325,10 +341,13 @@ def main():
     if a._memory_child:
         return memory_child(a)
     models = a.models.split(",")
+    unknown = [m for m in models if m not in BUILD]
+    if unknown:
+        sys.exit(f"unknown --models {', '.join(unknown)}; choose from: {', '.join(BUILD)}")
     steps_list = [int(s) for s in a.sample_steps.split(",")]
 
     torch.manual_seed(0)
-    built = {name: BUILD[name](a.size, a.device, a.batch) for name in models}
+    built = {name: with_autocast(BUILD[name](a.size, a.device, a.batch), a.device, a.amp) for name in models}
     params = {name: nparams(m.net) for name, m in built.items()}
     # every sampler must call its network once per step: checked, not assumed
     calls = {name: {str(s): count_calls(m.net, lambda: m.sample(1, s)) for s in steps_list}
@@ -363,16 +382,16 @@ def main():
             memory[phase] = {name: measure_memory(a, name, phase) for name in models}
 
     med = lambda d: {n: statistics.median(v) for n, v in d.items() if v}  # noqa: E731  (--repeats 0: memory only)
-    peers = [n for n in models if n != "ours"]
+    peers = [n for n in models if not n.startswith("ours")]
 
-    def ratios(values: dict) -> dict:
-        return {f"ours/{n}": values["ours"] / values[n] for n in peers if n in values} if "ours" in values else {}
+    def ratios(values: dict) -> dict:  # every variant of ours against every peer: "ours/diffusers", ...
+        return {f"{o}/{n}": values[o] / values[n] for o in values if o.startswith("ours") for n in peers if n in values}
 
     train_med = med(train)
     sample_med = {s: med(v) for s, v in sample.items()}
     result = {
         "benchmark": "peers", "size": a.size, "image": list(IMAGE), "batch": a.batch, "sample_batch": a.sample_batch,
-        "train_steps_per_round": a.train_steps, "repeats": a.repeats, "device": a.device,
+        "train_steps_per_round": a.train_steps, "repeats": a.repeats, "device": a.device, "amp": a.amp,
         "device_name": torch.cuda.get_device_name() if a.device.startswith("cuda") else cpu_name(),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "load_avg": os.getloadavg(), "versions": peer_versions(),
@@ -395,7 +414,7 @@ def main():
 
 
 def build_config(name, size):
-    if name == "ours":
+    if name.startswith("ours"):
         c = ours_config(size)
         return {"channels": c.channels, "ch_mult": list(c.ch_mult), "blocks": c.blocks, "attn_res": list(c.attn_res),
                 "heads": c.heads, "dropout": c.dropout, "schedule": c.schedule, "T": c.T}

@@ -58,6 +58,7 @@ class TransformerConfig:
     mlp_ratio: int = 4
     dropout: float = 0.0
     class_cond: bool = False  # a start token per class
+    class_every: bool = False  # class_cond: also add a class embedding to every position's input
     above: bool = True  # add an embedding of the token one row up to each input (see the module docstring)
     autoencoder: str = ""  # a finished vqvae run directory: model its token grids (the VQ-VAE prior)
 
@@ -149,6 +150,7 @@ class Transformer(nn.Module):
         self.row_len = grid[1] * grid[2]  # tokens per row: s_{t - row_len} is the one above s_t
         self.above_emb = nn.Embedding(self.vocab, d) if cfg.above else None
         self.start = nn.Embedding(max(1, self.num_classes), d)  # the start token: one per class
+        self.class_emb = nn.Embedding(self.num_classes, d) if self.num_classes and cfg.class_every else None
         self.pos_row, self.pos_col, self.pos_chan = (nn.Parameter(torch.zeros(n, d)) for n in grid)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.n_layers))
@@ -209,6 +211,8 @@ class Transformer(nn.Module):
         x = torch.cat([self._start(labels, B), self.tok_emb(prefix)], dim=1) + self.positions()[:t + 1]  # (B, t+1, D)
         if self.above_emb is not None and t + 1 > self.row_len:  # position i >= row_len gets s_{i - row_len}
             x = x + F.pad(self.above_emb(prefix[:, :t + 1 - self.row_len]), (0, 0, self.row_len, 0))
+        if self.class_emb is not None:
+            x = x + self.class_emb(labels.view(B, 1))  # (B, 1, D): the class at every position
         x = self.drop(x)
         for block in self.blocks:
             x = block(x)
@@ -265,8 +269,9 @@ class Transformer(nn.Module):
         caches = [{"k": pos.new_zeros(n, nh, self.seq_len, hd),
                    "v": pos.new_zeros(n, nh, self.seq_len, hd)} for _ in self.blocks]
         x = self._start(labels, n)  # (n, 1, D): the input at position 0
+        cls = self.class_emb(labels.view(n, 1)) if self.class_emb is not None else 0.0  # (n, 1, D)
         for t in range(self.seq_len):
-            h = x + pos[t]
+            h = x + pos[t] + cls
             if self.above_emb is not None and t >= self.row_len:
                 h = h + self.above_emb(tokens[:, t - self.row_len:t - self.row_len + 1])  # (n, 1, D)
             for block, cache in zip(self.blocks, caches):

@@ -68,10 +68,11 @@ def test_pixelcnn_sees_every_earlier_subpixel_and_nothing_else():
                 assert torch.equal(grad[0] != 0, expected), f"sub-pixel {(ch, r, c)} depends on the wrong inputs"
 
 
-def test_transformer_output_for_subpixel_i_ignores_subpixels_from_i_on():
+@pytest.mark.parametrize("class_every", [False, True], ids=["class-at-start", "class-everywhere"])
+def test_transformer_output_for_subpixel_i_ignores_subpixels_from_i_on(class_every):
     """Perturbation: changing token i leaves every logit predicting tokens <= i unchanged, and
     changes all later ones."""
-    model = transformer(class_cond=True)
+    model = transformer(class_cond=True, class_every=class_every)
     tokens = model.to_tokens(images(1))  # (1, 75)
     y = torch.tensor([7])
     base = model(tokens[:, :-1], y)  # (1, T, 256): row t predicts token t
@@ -119,8 +120,9 @@ def test_the_likelihood_is_a_normalised_distribution(make, shape):
     assert math.isclose(total.item(), 1.0, rel_tol=1e-4)
 
 
-def test_kv_cached_sampling_gives_exactly_the_uncached_samples():
-    model = transformer(class_cond=True)
+@pytest.mark.parametrize("class_every", [False, True], ids=["class-at-start", "class-everywhere"])
+def test_kv_cached_sampling_gives_exactly_the_uncached_samples(class_every):
+    model = transformer(class_cond=True, class_every=class_every)
     labels = torch.arange(6)
     for knobs in ({}, {"temperature": 0.8, "top_k": 20}):
         cached = model.sample(6, labels=labels, generator=torch.Generator().manual_seed(1), kv_cache=True, **knobs)

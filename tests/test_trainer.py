@@ -128,3 +128,28 @@ def test_checkpoints_load_with_weights_only_and_hold_the_whole_state(tmp_path):
     for key in ("model", "ema", "optimizers", "scaler", "step", "horizon", "consumed", "rng", "config"):
         assert key in s
     assert json.loads((tmp_path / ckpt.CONFIG).read_text())["family"] == "vae"
+
+
+def test_the_ema_averages_trainable_weights_and_copies_buffers_and_frozen_weights():
+    """theta_ema <- d theta_ema + (1 - d) theta for trained weights; buffers follow the model; a frozen
+    submodule (a latent model's autoencoder) keeps the copy taken at the start."""
+    from genzoo.train.ema import EMA
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2))
+    model[2].requires_grad_(False)
+    ema = EMA(model, decay=0.9)
+    start = {k: v.clone() for k, v in ema.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # the frozen layer changes too, which training never does: the EMA must ignore it
+    model.train()(torch.randn(8, 3))  # moves BatchNorm's running statistics
+    step = 100
+    ema.update(model, step)
+    d = ema.decay_at(step)
+    now = ema.state_dict()
+    for k in ("0.weight", "0.bias", "1.weight", "1.bias"):
+        assert torch.allclose(now[k], d * start[k] + (1 - d) * model.state_dict()[k]), k
+    for k in ("2.weight", "2.bias"):
+        assert torch.equal(now[k], start[k]), k
+    for k in ("1.running_mean", "1.running_var", "1.num_batches_tracked"):
+        assert torch.equal(now[k], model.state_dict()[k]), k
