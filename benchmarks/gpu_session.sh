@@ -28,6 +28,7 @@ cd /tmp  # not the checkout: its genzoo/ folder would shadow the installed packa
 $PY -c "import torch, genzoo; print('torch', torch.__version__, genzoo.__file__)"
 T0=$(date +%s)
 left() { echo $(( ${BUDGET:-520} - ($(date +%s) - T0) )); }
+want() { [[ ",${PARTS:-1,2,3,4}," == *",$1,"* ]]; }  # PARTS=1,4 runs only parts 1 and 4
 
 sweep() {  # NAME FAMILY OVERRIDES...
   local name=$1 fam=$2; shift 2
@@ -50,27 +51,30 @@ print(json.dumps({"run": name, "overrides": sets, "train_s": int(secs), **row}))
 EOF
 }
 
-echo "== 1. quality sweeps ($(left) s left)"
 mkdir -p /tmp/sweep
-sweep tr-base transformer
-sweep tr-every transformer --set model.class_every=true
-sweep tr-every-b8 transformer --set model.class_every=true train.batch_size=8
-sweep tr-every-x2 transformer --set model.class_every=true train.steps=2240
+if want 1 && [ -n "${SWEEP_FILE:-}" ]; then echo "== 1. quality sweeps of $SWEEP_FILE ($(left) s left)"; source "$REPO/$SWEEP_FILE"
+elif want 1; then
+  echo "== 1. quality sweeps ($(left) s left)"
+  sweep tr-base transformer
+  sweep tr-every transformer --set model.class_every=true
+  sweep tr-every-b8 transformer --set model.class_every=true train.batch_size=8
+  sweep tr-every-x2 transformer --set model.class_every=true train.steps=2240
+fi
 
 echo "== 2. peers at the standard size ($(left) s left)"
-[ "$(left)" -gt 60 ] && timeout $(( $(left) - 30 )) $PY "$REPO/benchmarks/peers.py" --size $PSIZE --batch 64 --sample-batch 64 \
+want 2 && [ "$(left)" -gt 60 ] && timeout $(( $(left) - 30 )) $PY "$REPO/benchmarks/peers.py" --size $PSIZE --batch 64 --sample-batch 64 \
   --train-steps 10 --repeats $PSTEPS --device $DEV --models ours,ours_cl,lucidrains,diffusers > "$OUT/peers.json" 2>"$OUT/peers.err"
 grep -A12 '"train_ratio"' "$OUT/peers.json" | head -30
-[ "$(left)" -gt 60 ] && timeout $(( $(left) - 30 )) $PY "$REPO/benchmarks/peers.py" --size $PSIZE --batch 64 --sample-batch 64 \
+want 2 && [ "$(left)" -gt 60 ] && timeout $(( $(left) - 30 )) $PY "$REPO/benchmarks/peers.py" --size $PSIZE --batch 64 --sample-batch 64 \
   --train-steps 10 --repeats $PSTEPS --device $DEV --models ours,ours_cl,lucidrains,diffusers --amp bf16 --no-memory \
   > "$OUT/peers_bf16.json" 2>"$OUT/peers_bf16.err"; grep -A12 '"train_ratio"' "$OUT/peers_bf16.json" | head -30
 
 echo "== 3. every family's cost at the standard presets ($(left) s left)"
-[ "$(left)" -gt 60 ] && timeout $(( $(left) - 10 )) $PY "$REPO/benchmarks/family_costs.py" --dataset $DS --preset $STD --steps $FSTEPS ${FAMILIES:+--families $FAMILIES} \
+want 3 && [ "$(left)" -gt 60 ] && timeout $(( $(left) - 10 )) $PY "$REPO/benchmarks/family_costs.py" --dataset $DS --preset $STD --steps $FSTEPS ${FAMILIES:+--families $FAMILIES} \
   --sample-n $SN --markdown > "$OUT/family_costs.json" 2>"$OUT/family_costs.err"; tail -14 "$OUT/family_costs.err"
 
 echo "== 4. ddpm standard: fp32 / bf16 / bf16 + compile ($(left) s left)"
-[ "$(left)" -gt 90 ] && timeout $(( $(left) - 5 )) $PY "$REPO/benchmarks/train_speed.py" ddpm --dataset $DS --preset $STD --steps 100 \
+want 4 && [ "$(left)" -gt 90 ] && timeout $(( $(left) - 5 )) $PY "$REPO/benchmarks/train_speed.py" ddpm --dataset $DS --preset $STD --steps 100 \
   --repeats 1 --variant fp32=train.amp=none --variant bf16=train.amp=bf16 --variant bf16_compile=train.amp=bf16,train.compile=true \
   > "$OUT/train_speed_ddpm.json"; cat "$OUT/train_speed_ddpm.json"
 tar -C "$OUT" -cf "$OUT/grids.tar" grids && rm -rf "$OUT/grids"
