@@ -37,7 +37,7 @@ from genzoo import datasets
 from genzoo.compare import Budget, select_entries, stage_configs
 from genzoo.contract import Batch
 from genzoo.evaluation.harness import generate
-from genzoo.runs import build_model, open_run
+from genzoo.runs import build_model, memory_format_for, open_run
 from genzoo.train.distributed import DistInfo, LossModule
 from genzoo.train.trainer import phase_settings, pick_device, train
 
@@ -59,7 +59,7 @@ def network_rates(cfg, steps: int) -> dict:
     tc = cfg.train
     device = pick_device(tc.device, DistInfo())
     cuda = device.type == "cuda"
-    fmt = torch.channels_last if cuda else torch.contiguous_format
+    fmt = memory_format_for(device)
     amp = {"auto": "bf16" if cuda else "none"}.get(tc.amp, tc.amp)
     data = datasets.load(cfg.data.dataset, "train", root=cfg.data.root or None)
     torch.manual_seed(0)

@@ -53,14 +53,22 @@ def family_table(cpu: dict | None, gpu: dict | None) -> str:
     return "\n".join(lines) + "\n\n" + "; ".join(where) + "."
 
 
+VARIANTS = {"ours": "ours", "ours_cl": "ours, channels_last"}  # peers.py's variants of our U-Net
+
+
 def peers_table(docs: list[tuple[str, dict]]) -> str:
-    lines = ["| machine, size | train ours/diffusers | train ours/lucidrains | DDIM-20 ours/diffusers | "
-             "DDIM-20 ours/lucidrains | DDIM-50 ours/diffusers | DDIM-50 ours/lucidrains |", "|---|---|---|---|---|---|---|"]
+    """One row per (machine, precision, variant of ours): the ratios ours / peer of images per second."""
+    lines = ["| machine, size, precision | ours as | train vs diffusers | train vs lucidrains | DDIM-20 vs diffusers | "
+             "DDIM-20 vs lucidrains | DDIM-50 vs diffusers | DDIM-50 vs lucidrains |", "|---|---|---|---|---|---|---|---|"]
     for label, d in docs:
         tr, sa = d["train_ratio"], d["sample_ratio"]
-        lines.append(f"| {label}, {d['size']} | {tr['ours/diffusers']:.2f} | {tr['ours/lucidrains']:.2f} | "
-                     f"{sa['20']['ours/diffusers']:.2f} | {sa['20']['ours/lucidrains']:.2f} | "
-                     f"{sa['50']['ours/diffusers']:.2f} | {sa['50']['ours/lucidrains']:.2f} |")
+        precision = "bf16 autocast (all)" if d.get("amp", "none") == "bf16" else "fp32"
+        for v, name in VARIANTS.items():
+            if f"{v}/diffusers" not in tr:
+                continue
+            r = [tr, sa["20"], sa["50"]]
+            lines.append(f"| {label}, {d['size']}, {precision} | {name} | " + " | ".join(
+                f"{x[f'{v}/{peer}']:.2f}" for x in r for peer in ("diffusers", "lucidrains")) + " |")
     return "\n".join(lines)
 
 
@@ -69,7 +77,8 @@ def main(argv=None):
     p.parse_args(argv)
     print(family_table(load("family_costs_quick_cpu.json"), load("family_costs_standard_h100.json")))
     peers = [(label, d) for label, name in (("2 CPU cores", "peers_quick_cpu.json"),
-                                            ("H100", "peers_standard_h100.json")) if (d := load(name))]
+                                            ("H100", "peers_standard_h100.json"),
+                                            ("H100", "peers_standard_h100_bf16.json")) if (d := load(name))]
     if peers:
         print("\n" + peers_table(peers))
 

@@ -47,6 +47,12 @@ def build_model(cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: 
     return cls(cfg.model, image_shape=image_shape, num_classes=num_classes, autoencoder=first.model)
 
 
+def memory_format_for(device: str | torch.device) -> torch.memory_format:
+    """channels_last on CUDA (cuDNN's fast layout: ddpm's DDIM 1.37-1.57x faster on an H100,
+    benchmarks/peers.py), contiguous elsewhere (slower on CPU: benchmarks/memory_format.py)."""
+    return torch.channels_last if torch.device(device).type == "cuda" else torch.contiguous_format
+
+
 def open_run(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu",
              best: bool = False) -> Run:
     """Rebuild the model from `config.json` and load the EMA (default) or raw weights of the latest
@@ -61,5 +67,6 @@ def open_run(run_dir: str | Path, *, ema: bool = True, device: str | torch.devic
     shape, num_classes = tuple(state["image_shape"]), int(state["num_classes"])
     model = build_model(cfg, shape, num_classes)
     ckpt.load_model_state(model, weights, "EMA weights" if ema else "weights")
-    return Run(path, cfg, model.to(device).eval(), int(state["step"]), shape, num_classes)
+    model = model.to(device, memory_format=memory_format_for(device)).eval()  # the layout the trainer used
+    return Run(path, cfg, model, int(state["step"]), shape, num_classes)
 

@@ -161,7 +161,7 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
     one uninterrupted run.
     """
     from genzoo import datasets  # late: keeps `import genzoo.train` light
-    from genzoo.runs import build_model
+    from genzoo.runs import build_model, memory_format_for
 
     tc: TrainConfig = cfg.train
     out = Path(out_dir)
@@ -170,7 +170,7 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
     torch.set_num_threads(threads)
     amp = {"auto": "bf16" if device.type == "cuda" else "none"}.get(tc.amp, tc.amp)
     cuda = device.type == "cuda"
-    memory_format = torch.channels_last if cuda else torch.contiguous_format
+    memory_format = memory_format_for(device)
 
     # -- run directory: never overwrite a run, resume only a matching one ------------------------
     ckpt_path = out / ckpt.CHECKPOINT
