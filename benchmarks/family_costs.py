@@ -15,6 +15,8 @@ does), and then
   optimizer (data indexing, EMA, LR schedule, gradient clipping and finite checks, logging);
 - `sample_img_per_s`: `model.sample()` through `harness.generate` for the entry's last stage
   (`--sample-n` images in batches of `--sample-batch`, the preset's own sampler settings).
+- with `--profile`: torch.profiler over three fixed-batch steps per stage: the share of operator self time
+  by kind (convolution, matmul, attention, normalisation, ...), the top operators, and the AdamW step's share.
 
 Weights are what `--steps` steps give: speed does not depend on them. Prints one JSON document; with
 `--markdown` also the README table. Families run one after another, so compare rows of one run only.
@@ -54,8 +56,9 @@ def trainer_rate(cfg, run_dir: Path) -> float:
     return statistics.median(rates[1:] if len(rates) > 1 else rates)
 
 
-def network_rates(cfg, steps: int) -> dict:
-    """images/s of forward+backward and of forward+backward+AdamW on one fixed batch, as the trainer sets them up."""
+def fixed_batch_step(cfg):
+    """(step(with_opt), device): one training step on one fixed batch, set up as the trainer does (device,
+    memory format, autocast, latents, AdamW), without its data order, EMA, clipping or logging."""
     tc = cfg.train
     device = pick_device(tc.device, DistInfo())
     cuda = device.type == "cuda"
@@ -83,12 +86,20 @@ def network_rates(cfg, steps: int) -> dict:
         for p in model.phases:
             for _ in range(repeats[p]):
                 model.zero_grad(set_to_none=True)
-                with autocast:
-                    loss = wrapped(batch, p)["loss"]
-                loss.float().backward()
+                with torch.profiler.record_function("forward+backward"):
+                    with autocast:
+                        loss = wrapped(batch, p)["loss"]
+                    loss.float().backward()
                 if with_opt:
-                    optims[p].step()
+                    with torch.profiler.record_function("optimizer"):
+                        optims[p].step()
 
+    return step, device
+
+
+def network_rates(cfg, steps: int) -> dict:
+    """images/s of forward+backward and of forward+backward+AdamW on one fixed batch, as the trainer sets them up."""
+    step, device = fixed_batch_step(cfg)
     out = {}
     for name, with_opt in (("fb", False), ("fbo", True)):
         step(with_opt), step(with_opt)  # warm-up (and compilation)
@@ -97,8 +108,47 @@ def network_rates(cfg, steps: int) -> dict:
         for _ in range(steps):
             step(with_opt)
         sync(device)
-        out[name] = steps * tc.batch_size / (time.perf_counter() - t0)
+        out[name] = steps * cfg.train.batch_size / (time.perf_counter() - t0)
     return out
+
+
+# operator name fragments -> what they are, first match wins (aten names, forward and backward)
+KINDS = (("convolution", ("conv",)), ("matmul", ("addmm", "mm", "matmul", "linear")),
+         ("attention", ("attention", "softmax")), ("normalisation", ("norm",)),
+         ("activation", ("silu", "gelu", "relu", "sigmoid", "tanh")), ("embedding", ("embedding",)),
+         ("loss", ("cross_entropy", "nll_loss", "mse_loss", "log_softmax", "binary_cross")),
+         ("optimizer (AdamW)", ("_foreach", "_fused_adam", "lerp", "addcdiv", "addcmul")),
+         ("copies and layout", ("copy_", "contiguous", "clone", "cat", "stack", "to_copy", "reshape", "view",
+                                "transpose", "permute", "index", "pad", "fill_", "zero_", "empty")))
+
+
+def profile_step(cfg, steps: int = 3, top: int = 6) -> dict:
+    """torch.profiler over `steps` fixed-batch training steps: the share of operator self time by kind of
+    operator (KINDS; the rest is "elementwise and other"), the `top` operators, and the share of the step
+    inside the forward + backward and the optimizer step."""
+    from torch.profiler import ProfilerActivity, profile
+    step, device = fixed_batch_step(cfg)
+    step(True), step(True)  # warm-up
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step(True)
+        sync(device)
+    events = prof.key_averages()
+    self_time = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)  # noqa: E731
+    ops = [e for e in events if e.key.startswith("aten::") and self_time(e) > 0]
+    total = sum(self_time(e) for e in ops)
+    kinds: dict[str, float] = {}
+    for e in ops:
+        name = e.key.removeprefix("aten::")
+        kind = next((k for k, frags in KINDS if any(f in name for f in frags)), "elementwise and other")
+        kinds[kind] = kinds.get(kind, 0.0) + self_time(e) / total
+    regions = {e.key: e.cpu_time_total for e in events if e.key in ("forward+backward", "optimizer")}
+    return {"measure": "device self time" if cuda else "CPU self time", "steps": steps,
+            "by_kind": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
+            "top_ops": {e.key: self_time(e) / total for e in sorted(ops, key=self_time, reverse=True)[:top]},
+            "optimizer_share": regions.get("optimizer", 0.0) / max(sum(regions.values()), 1e-9)}
 
 
 def main(argv=None):
@@ -112,6 +162,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = the trainer's default)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every stage")
     p.add_argument("--markdown", action="store_true", help="also print the README table (to stderr)")
+    p.add_argument("--profile", action="store_true", help="also profile each stage's fixed-batch step (torch.profiler)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -132,6 +183,8 @@ def main(argv=None):
                     "family": stage.family, "preset": stage.preset(a.preset), "batch_size": cfg.train.batch_size,
                     "train_img_per_s": rate, "net_fb_img_per_s": net["fb"], "net_fbo_img_per_s": net["fbo"],
                     "outside_fb": 1 - rate / net["fb"], "outside_fbo": 1 - rate / net["fbo"]})
+                if a.profile:
+                    row["stages"][-1]["profile"] = profile_step(cfg)
             device = str(pick_device(entry.configs[-1].train.device, DistInfo()))
             run = open_run(entry.dirs[-1], device=device)
             knobs = vars(run.config.sampler)
@@ -148,6 +201,8 @@ def main(argv=None):
     print(json.dumps(doc, indent=2))
     if a.markdown:
         print(markdown(doc), file=sys.stderr)
+        if a.profile:
+            print(profile_markdown(doc), file=sys.stderr)
 
 
 def cpu_name() -> str:
@@ -166,6 +221,19 @@ def markdown(doc: dict) -> str:
             sample = f"{r['sample_img_per_s']:.1f}" if i == len(r["stages"]) - 1 else ""
             lines.append(f"| {name} | {s['batch_size']} | {s['train_img_per_s']:.0f} | {s['net_fbo_img_per_s']:.0f} | "
                          f"{100 * s['outside_fbo']:.0f}% | {sample} |")
+    return "\n".join(lines)
+
+
+def profile_markdown(doc: dict) -> str:
+    """Where a fixed-batch training step's operator time goes, per stage: the kinds above 5%."""
+    lines = ["| entry (stage) | where the operator time goes (share of self time) | AdamW step |", "|---|---|---|"]
+    for r in doc["entries"]:
+        for s in r["stages"]:
+            if "profile" not in s:
+                continue
+            name = r["entry"] if len(r["stages"]) == 1 else f"{r['entry']} ({s['family']})"
+            kinds = ", ".join(f"{k} {100 * v:.0f}%" for k, v in s["profile"]["by_kind"].items() if v >= 0.05)
+            lines.append(f"| {name} | {kinds} | {100 * s['profile']['optimizer_share']:.0f}% |")
     return "\n".join(lines)
 
 
