@@ -33,6 +33,10 @@ peer is configured to match ours (see also benchmarks/README.md):
               4*dim time embedding like ours; dropout as the preset; `dim` is the multiple of 4 whose parameter
               count is closest to ours (16 for quick: +5%; 72 for standard: -3%).
 
+The *_compiled variants time sampling only (compiled training is measured through the trainer, with
+benchmarks/train_speed.py and train.compile=true) and get no memory figures (compilation's own memory would count); their first sampling call, compilation included,
+is reported as first_sample_call_s_with_compile.
+
 Each sampler's network calls per sample are counted (a forward pre-hook), not assumed: 20 and 50 for all three.
 The models alternate over --repeats rounds (the order rotates every round) and the JSON reports medians and
 ratios ours / peer: for images/s > 1 means ours is faster, for memory < 1 means ours uses less. On CPU it also
@@ -64,7 +68,10 @@ from types import SimpleNamespace
 import torch
 
 PEERS = ("lucidrains", "diffusers")
-MODELS = ("ours", *PEERS)  # the default set; `ours_cl` (ours in channels_last, as the trainer runs on CUDA) on request
+MODELS = ("ours", *PEERS)  # the default set; on request (--models) also these variants:
+#   ours_cl             ours in channels_last, as the trainer runs on CUDA
+#   ours_compiled       ours sampling with sampler.compile=true (the network under torch.compile); sampling only
+#   diffusers_compiled  diffusers' UNet forward under torch.compile, the same treatment; sampling only
 SIZES = ("quick", "standard")  # the ddpm presets whose network is benchmarked
 IMAGE = (1, 28, 28)
 
@@ -94,7 +101,7 @@ def ours_config(size: str):
 
 # -- the three models, each wrapped as: net, params, train_step(), sample(n, steps) ----------------------------------
 
-def build_ours(size, device, batch, memory_format=torch.contiguous_format, **_):
+def build_ours(size, device, batch, memory_format=torch.contiguous_format, compile=False, **_):
     from genzoo.contract import Batch
     from genzoo.models.ddpm import DDPM
     cfg = ours_config(size)
@@ -108,10 +115,13 @@ def build_ours(size, device, batch, memory_format=torch.contiguous_format, **_):
         model.loss(Batch(x, None))["loss"].backward()
         opt.step()
 
-    def sample(n, steps):
+    def sample(n, steps, compile=compile):
         model.eval()
-        return model.sample(n, name="ddim", steps=steps)  # eta = 0, clip_x0 = True
+        return model.sample(n, name="ddim", steps=steps, compile=compile)  # eta = 0, clip_x0 = True
 
+    if compile:  # sampling only (as sampler.compile=true): the compiled forward bypasses the counting hook
+        return SimpleNamespace(net=model.net, train_step=None, sample=sample,
+                               sample_eager=functools.partial(sample, compile=False))
     return SimpleNamespace(net=model.net, train_step=train_step, sample=sample)
 
 
@@ -177,7 +187,7 @@ def diffusers_unet(size):
                        dropout=cfg.dropout, time_embedding_type="positional", flip_sin_to_cos=True, freq_shift=0)
 
 
-def build_diffusers(size, device, batch, **_):
+def build_diffusers(size, device, batch, compile=False, **_):
     import torch.nn.functional as F
     from diffusers import DDIMPipeline, DDIMScheduler
     cfg = ours_config(size)
@@ -203,11 +213,25 @@ def build_diffusers(size, device, batch, **_):
         net.eval()
         return pipe(batch_size=n, num_inference_steps=steps, eta=0.0, output_type="pt", return_dict=False)[0]
 
+    if compile:  # the same treatment as ours_compiled: its UNet's forward under torch.compile, for sampling only
+        compiled = torch.compile(net.forward)
+
+        def sample_compiled(n, steps):
+            net.forward = compiled  # an instance attribute, so that net.__call__ runs the compiled forward
+            try:
+                return sample(n, steps)
+            finally:
+                del net.forward
+
+        return SimpleNamespace(net=net, train_step=None, sample=sample_compiled, sample_eager=sample)
     return SimpleNamespace(net=net, train_step=train_step, sample=sample)
 
 
 BUILD = {"ours": build_ours, "ours_cl": functools.partial(build_ours, memory_format=torch.channels_last),
-         "lucidrains": build_lucidrains, "diffusers": build_diffusers}
+         "ours_compiled": functools.partial(build_ours, compile=True),
+         "lucidrains": build_lucidrains, "diffusers": build_diffusers,
+         "diffusers_compiled": functools.partial(build_diffusers, compile=True)}
+COMPILED = ("ours_compiled", "diffusers_compiled")  # sampling only; no training and no memory figures
 
 
 def with_autocast(m: SimpleNamespace, device: str, amp: str) -> SimpleNamespace:
@@ -220,7 +244,8 @@ def with_autocast(m: SimpleNamespace, device: str, amp: str) -> SimpleNamespace:
             with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
                 return fn(*args)
         return run
-    return SimpleNamespace(net=m.net, train_step=wrap(m.train_step), sample=wrap(m.sample))
+    return SimpleNamespace(net=m.net, train_step=m.train_step and wrap(m.train_step), sample=wrap(m.sample),
+                           sample_eager=wrap(getattr(m, "sample_eager", m.sample)))
 
 
 # -- measurement ---------------------------------------------------------------------------------------------------
@@ -345,17 +370,22 @@ def main():
     if unknown:
         sys.exit(f"unknown --models {', '.join(unknown)}; choose from: {', '.join(BUILD)}")
     steps_list = [int(s) for s in a.sample_steps.split(",")]
+    compile_s = {}  # the compiled variants' first sampling call (compilation included), seconds
 
     torch.manual_seed(0)
     built = {name: with_autocast(BUILD[name](a.size, a.device, a.batch), a.device, a.amp) for name in models}
     params = {name: nparams(m.net) for name, m in built.items()}
     # every sampler must call its network once per step: checked, not assumed
-    calls = {name: {str(s): count_calls(m.net, lambda: m.sample(1, s)) for s in steps_list}
-             for name, m in built.items()}
-    for name, m in built.items():  # warm-up: AdamW state, allocator, first-call overheads
-        for _ in range(2):
+    # (a compiled variant is counted through its eager path: the same sampler code, the network not compiled)
+    calls = {name: {str(s): count_calls(m.net, lambda: getattr(m, "sample_eager", m.sample)(1, s))
+                    for s in steps_list} for name, m in built.items()}
+    for name, m in built.items():  # warm-up: AdamW state, allocator, first-call overheads, compilation
+        t0 = time.perf_counter()
+        for _ in range(2 if m.train_step else 0):
             m.train_step()
         m.sample(a.sample_batch, 2)
+        if name in COMPILED:
+            compile_s[name] = time.perf_counter() - t0
 
     train = {name: [] for name in models}
     sample = {str(s): {name: [] for name in models} for s in steps_list}
@@ -366,9 +396,10 @@ def main():
         order = models[r % len(models):] + models[:r % len(models)]  # rotate so no model always runs first
         for name in order:
             m = built[name]
-            wall, cpu = timed(lambda: [m.train_step() for _ in range(a.train_steps)], a.device)
-            train[name].append(a.train_steps * a.batch / wall)
-            train_cpu[name].append(a.train_steps * a.batch / cpu)
+            if m.train_step:
+                wall, cpu = timed(lambda: [m.train_step() for _ in range(a.train_steps)], a.device)
+                train[name].append(a.train_steps * a.batch / wall)
+                train_cpu[name].append(a.train_steps * a.batch / cpu)
             for s in steps_list:
                 wall, cpu = timed(lambda: m.sample(a.sample_batch, s), a.device)
                 sample[str(s)][name].append(a.sample_batch / wall)
@@ -379,7 +410,7 @@ def main():
     memory = {}
     if not a.no_memory:
         for phase in ("train", "sample"):
-            memory[phase] = {name: measure_memory(a, name, phase) for name in models}
+            memory[phase] = {name: measure_memory(a, name, phase) for name in models if name not in COMPILED}
 
     med = lambda d: {n: statistics.median(v) for n, v in d.items() if v}  # noqa: E731  (--repeats 0: memory only)
     peers = [n for n in models if not n.startswith("ours")]
@@ -397,6 +428,7 @@ def main():
         "load_avg": os.getloadavg(), "versions": peer_versions(),
         "params": params, "params_ratio": ratios(params),
         "network_calls_per_sample": calls,
+        "first_sample_call_s_with_compile": compile_s,
         "configs": {n: build_config(n, a.size) for n in models},
         "train_img_per_s": train_med, "train_runs": train, "train_ratio": ratios(train_med),
         "sample_img_per_s": sample_med, "sample_runs": sample,
@@ -414,6 +446,7 @@ def main():
 
 
 def build_config(name, size):
+    name = name.removesuffix("_compiled")
     if name.startswith("ours"):
         c = ours_config(size)
         return {"channels": c.channels, "ch_mult": list(c.ch_mult), "blocks": c.blocks, "attn_res": list(c.attn_res),

@@ -53,7 +53,8 @@ def family_table(cpu: dict | None, gpu: dict | None) -> str:
     return "\n".join(lines) + "\n\n" + "; ".join(where) + "."
 
 
-VARIANTS = {"ours": "ours", "ours_cl": "ours, channels_last"}  # peers.py's variants of our U-Net
+VARIANTS = {"ours": "ours", "ours_cl": "ours, channels_last",  # peers.py's variants of our U-Net
+            "ours_compiled": "ours, sampler.compile=true (sampling only)"}
 
 
 def peers_table(docs: list[tuple[str, dict]]) -> str:
@@ -64,11 +65,16 @@ def peers_table(docs: list[tuple[str, dict]]) -> str:
         tr, sa = d["train_ratio"], d["sample_ratio"]
         precision = "bf16 autocast (all)" if d.get("amp", "none") == "bf16" else "fp32"
         for v, name in VARIANTS.items():
-            if f"{v}/diffusers" not in tr:
+            if f"{v}/diffusers" not in sa["20"]:
                 continue
             r = [tr, sa["20"], sa["50"]]
             lines.append(f"| {label}, {d['size']}, {precision} | {name} | " + " | ".join(
-                f"{x[f'{v}/{peer}']:.2f}" for x in r for peer in ("diffusers", "lucidrains")) + " |")
+                f"{x[f'{v}/{peer}']:.2f}" if f"{v}/{peer}" in x else "–"
+                for x in r for peer in ("diffusers", "lucidrains")) + " |")
+        fair = "ours_compiled/diffusers_compiled"  # the same torch.compile for both: what compilation adds to ours
+        if fair in sa["20"]:
+            lines.append(f"| {label}, {d['size']}, {precision} | ours compiled, against diffusers compiled | – | – | "
+                         f"{sa['20'][fair]:.2f} | – | {sa['50'][fair]:.2f} | – |")
     return "\n".join(lines)
 
 

@@ -64,6 +64,7 @@ class SamplerConfig:
     var: Literal["beta_tilde", "beta"] = "beta_tilde"
     cfg_scale: float = 1.0
     clip_x0: bool = False  # latents are not bounded like pixels
+    compile: bool = False  # torch.compile the denoiser for sampling (DDPM.compiled_net)
 
 
 class LatentDiffusion(nn.Module):

@@ -7,7 +7,9 @@ import torch
 
 from conftest import tiny_config
 from genzoo.contract import Batch
-from genzoo.models.ddpm import DDPM, DDPMConfig
+from genzoo.errors import ConfigError
+from genzoo.models import ddpm as ddpm_module
+from genzoo.models.ddpm import DDPM, DDPMConfig, cxx_compiler
 from genzoo.models.diffusion import samplers
 from genzoo.models.diffusion.process import GaussianDiffusion, cosine_betas, linear_betas
 from genzoo.models.distributions import discretized_gaussian_log_prob
@@ -117,6 +119,31 @@ def test_classifier_free_guidance_combines_the_two_predictions():
     torch.testing.assert_close(model.denoiser(y, 3.0, clip_x0=False)(x, t)[1],
                                p.predict(uncond + 3.0 * (cond - uncond), x, t)[1], atol=1e-5, rtol=1e-5)
     assert not torch.allclose(cond, uncond), "the label must change the prediction"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(cxx_compiler() is None, reason="torch.compile on CPU needs a C++ compiler (g++)")
+def test_compiled_sampling_draws_the_same_samples_with_guidance():
+    """sampler.compile=true changes how the network runs, not what the sampler draws (up to float rounding)."""
+    model = tiny_net_model(class_cond=True)
+    y = torch.arange(6) % 10
+    kw = dict(labels=y, name="ddim", steps=5, cfg_scale=2.0)
+    close = dict(atol=1e-3, rtol=0)  # fused kernels round differently; 1e-3 is under 1/8 of an 8-bit level (2/255)
+    eager = model.sample(6, generator=torch.Generator().manual_seed(0), **kw)
+    compiled = model.sample(6, generator=torch.Generator().manual_seed(0), compile=True, **kw)
+    torch.testing.assert_close(compiled, eager, **close)
+    for prm in model.parameters():  # weights changed in place (an EMA update, load_state_dict) are seen
+        prm.data.mul_(0.5)
+    after = model.sample(6, generator=torch.Generator().manual_seed(0), compile=True, **kw)
+    torch.testing.assert_close(after, model.sample(6, generator=torch.Generator().manual_seed(0), **kw), **close)
+    assert (after - compiled).abs().max() > 0.1, "the new weights must change the samples"
+    assert "_compiled_forward" not in str(model.state_dict().keys()), "the compiled forward is not a weight"
+
+
+def test_compiled_sampling_without_a_cxx_compiler_says_what_to_do(monkeypatch):
+    monkeypatch.setattr(ddpm_module, "cxx_compiler", lambda: None)
+    with pytest.raises(ConfigError, match="needs a C.. compiler.*sampler.compile=false"):
+        tiny_net_model().sample(2, steps=2, compile=True)
 
 
 def test_network_evaluations_per_sampler_and_guidance():
