@@ -266,13 +266,13 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
                                       labels=labels, n_ref=n_ref, ref_split=ref_split, data_cfg=run.config.data,
                                       fid_weights=fid_weights, download=download, seed=seed, device=device,
                                       progress=progress, protocol=protocol) if image_metrics else {}}
-    if "bpd" in metrics and hasattr(run.model, "log_likelihood"):
-        kind = getattr(run.model, "likelihood", "bound")
+    kind = run.model.likelihood
+    if "bpd" in metrics and kind is not None:
         bpd = test_bits_per_dim(run.model, run.config.data, n, device=device)
         out["metrics"]["bpd"] = {"value": bpd, "protocol": {
             "metric": f"bits/dim ({kind})", "reference": f"{run.config.data.dataset}/test", "n_reference": n,
             **protocol, "comparable_to_literature": False}}
-    nfe = run.model.network_evaluations(**knobs) if hasattr(run.model, "network_evaluations") else None
+    nfe = run.model.network_evaluations(**knobs)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device != "cpu" and torch.cuda.is_available()
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     out["cost"] = {"parameters": sum(p.numel() for p in run.model.parameters()), "sample_img_per_s": sample_rate,
@@ -296,7 +296,7 @@ def evaluate_reconstruction(run_dir: str | Path, *, n: int = 2000, metrics=("fd"
     from genzoo.runs import open_run
 
     run = open_run(run_dir, device=device)
-    if not hasattr(run.model, "reconstruct"):
+    if not run.model.reconstructs:
         raise ConfigError(f"{run_dir} ({run.config.family}) has no reconstruct(): it is not an autoencoder")
     data = run.config.data
     test = datasets.load(data.dataset, "test", root=data.root or None, image_size=data.image_size or None,

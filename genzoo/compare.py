@@ -421,8 +421,8 @@ def evaluate_entry(name: str, stages: list[dict], protocol: Protocol, *, progres
             sweep.append({"steps": s, "metrics": r["metrics"], "cost": r["cost"]})
     grid = grid_cached(last, protocol, dataset)
     first_stage = None
-    if len(stages) > 1 and FAMILIES.get(stages[0]["family"]) is not None and hasattr(
-            FAMILIES[stages[0]["family"]].model, "reconstruct"):
+    if len(stages) > 1 and FAMILIES.get(stages[0]["family"]) is not None and \
+            FAMILIES[stages[0]["family"]].model.reconstructs:
         first_stage = reconstruction_cached(Path(stages[0]["run"]), protocol, dataset, progress=progress)
     spent = time.time() - t0
     main = result["metrics"].get("fd") or result["metrics"].get("fid")

@@ -1,14 +1,9 @@
-"""The contract between a model family and the shared trainer / evaluation harness (DESIGN.md §3).
+"""The contract between a model family and the shared trainer / evaluation harness (docs/design.md §3).
 
-A family is an `nn.Module` with
-
-    phases: tuple[str, ...]                    ("main",) for most, ("disc", "gen") for a GAN
-    num_classes: int                           > 0 when class-conditional, else 0
-    parameters_for(phase) -> Iterable[Parameter]   what that phase's optimizer updates
-    loss(batch, phase) -> dict[str, Tensor]    holds a scalar "loss"; other entries are logged
-    sample(n, *, labels=None, generator=None, **knobs) -> Tensor
-                                               (n, C, H, W) in [-1, 1], no grad, deterministic for a generator
-    optional: log_likelihood(batch) -> (B,) bits/dim (exact or a bound), reconstruct(batch)
+Every family is a `GenerativeModel` (an `nn.Module`). What it must provide, and what it may
+provide, is declared here, once, with who relies on it. Optional capabilities are class attributes
+with a default of "absent": the trainer, harness and compare read them directly, never probe with
+`hasattr`. `tests/test_contract.py` checks every registered family against this declaration.
 
 Families own their math only: no prints, no optimizers, no file I/O.
 """
@@ -16,9 +11,10 @@ Families own their math only: no prints, no optimizers, no file I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import ClassVar, Iterable
 
 import torch
+from torch import nn
 
 
 @dataclass
@@ -34,13 +30,63 @@ class Batch:
         return Batch(images, labels, latents)
 
 
-class GenerativeModel(Protocol):
-    phases: tuple[str, ...]
-    num_classes: int
+class GenerativeModel(nn.Module):
+    """The family contract. Constructed as `Model(cfg, image_shape=(C, H, W), num_classes=K)`
+    (plus `autoencoder=` for a second stage).
 
-    def parameters_for(self, phase: str) -> Iterable[torch.nn.Parameter]: ...
+    Required (every family):
+      phases                 trainer: one optimizer per phase, stepped in this order each step
+      num_classes            trainer grids, harness, compare: K when class-conditional, else 0
+      parameters_for(phase)  trainer: what that phase's optimizer updates
+      loss(batch, phase)     trainer: dict with a scalar "loss"; other entries are logged
+      sample(n, *, labels=None, generator=None, **knobs)
+                             harness, `genzoo sample`, trainer grids, notebooks: (n, C, H, W) in
+                             [-1, 1], no grad, deterministic for a given generator; knobs are the
+                             family's SamplerConfig fields
+      network_evaluations(**knobs)
+                             harness, report: network passes per sample (1 for one-pass models)
 
-    def loss(self, batch: Batch, phase: str) -> dict[str, torch.Tensor]: ...
+    Optional capabilities (declare by overriding the class attribute):
+      likelihood             harness `bpd`, compare's bits/dim column: None, or what
+                             `log_likelihood(batch) -> (B,)` bits/dim returns ("exact", "bound (ELBO)")
+      reconstructs           harness `evaluate_reconstruction`, compare's first-stage table:
+                             `reconstruct(batch) -> (B, C, H, W)`
+      uses_latents           trainer: encode the training set once with the first stage, pass it as
+                             `Batch.latents`, and call `set_latent_scale(latents)` on a fresh run
+      autoencoder_families   runs.build_model: a second stage; `model.autoencoder` must name a
+                             finished run of one of these families, passed in as `autoencoder=`
+    """
+
+    phases: ClassVar[tuple[str, ...]] = ("main",)
+    num_classes: int = 0
+    likelihood: ClassVar[str | None] = None
+    reconstructs: ClassVar[bool] = False
+    uses_latents: ClassVar[bool] = False
+    autoencoder_families: ClassVar[tuple[str, ...]] = ()
+
+    def parameters_for(self, phase: str) -> Iterable[nn.Parameter]:
+        raise NotImplementedError
+
+    def loss(self, batch: Batch, phase: str) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
 
     def sample(self, n: int, *, labels: torch.Tensor | None = None,
-               generator: torch.Generator | None = None, **knobs) -> torch.Tensor: ...
+               generator: torch.Generator | None = None, **knobs) -> torch.Tensor:
+        raise NotImplementedError
+
+    def network_evaluations(self, **knobs) -> int:
+        return 1
+
+    # present when the capability is declared
+    def log_likelihood(self, batch: Batch, **knobs) -> torch.Tensor:  # (B,) bits/dim
+        raise NotImplementedError(f"{type(self).__name__} declares no likelihood")
+
+    def reconstruct(self, batch: Batch) -> torch.Tensor:  # (B, C, H, W) in [-1, 1]
+        raise NotImplementedError(f"{type(self).__name__} is not an autoencoder")
+
+    def set_latent_scale(self, latents: torch.Tensor) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not train on latents")
+
+
+REQUIRED = ("phases", "num_classes", "parameters_for", "loss", "sample", "network_evaluations")
+CAPABILITIES = ("likelihood", "reconstructs", "uses_latents", "autoencoder_families")

@@ -26,12 +26,12 @@ class Run:
 def build_model(cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int) -> torch.nn.Module:
     """Construct `cfg.family`'s model. A second-stage family (its config has a non-empty
     `model.autoencoder` run directory) gets that finished run's EMA model, frozen, as `autoencoder=`;
-    the family lists which first-stage families it accepts in `AUTOENCODER_FAMILIES`."""
+    the family lists which first-stage families it accepts in `autoencoder_families`."""
     cls = get_family(cfg.family).model
-    source = getattr(cfg.model, "autoencoder", "")
+    source = cfg.model.autoencoder if cls.autoencoder_families else ""
     if not source:
         return cls(cfg.model, image_shape=image_shape, num_classes=num_classes)
-    accepted = getattr(cls, "AUTOENCODER_FAMILIES", ())
+    accepted = cls.autoencoder_families
     if not (Path(source) / ckpt.CONFIG).is_file():
         raise CheckpointError(f"model.autoencoder={source} is not a finished genzoo run; train the first stage "
                               f"first, e.g. `genzoo train {accepted[0] if accepted else 'vae'} --out {source}`")

@@ -20,6 +20,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
+from genzoo.contract import GenerativeModel
 from genzoo.errors import ConfigError
 from genzoo.models.diffusion import samplers
 from genzoo.models.diffusion.process import GaussianDiffusion
@@ -96,7 +97,7 @@ PRESETS = {
 }
 
 
-class DDPM(nn.Module):
+class DDPM(GenerativeModel):
     phases = ("main",)
     likelihood = "bound (VLB, estimated over timesteps)"
 

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
+from genzoo.contract import GenerativeModel
 from genzoo.models.layers import group_norm
 
 
@@ -131,7 +132,7 @@ def frozen(module: nn.Module):
             p.requires_grad_(f)
 
 
-class GAN(nn.Module):
+class GAN(GenerativeModel):
     phases = ("disc", "gen")
 
     def __init__(self, cfg: GANConfig, image_shape: tuple[int, int, int], num_classes: int = 0):

@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
-from genzoo.contract import Batch
+from genzoo.contract import Batch, GenerativeModel
 from genzoo.errors import ConfigError
 from genzoo.models.ddpm import DDPM, unet_config
 from genzoo.models.dit import DiT, DiTConfig
@@ -67,10 +67,11 @@ class SamplerConfig:
     compile: bool = False  # torch.compile the denoiser for sampling (DDPM.compiled_net)
 
 
-class LatentDiffusion(nn.Module):
+class LatentDiffusion(GenerativeModel):
     phases = ("main",)
-    AUTOENCODER_FAMILIES = ("vae", "vqvae")
-    NEEDS_AUTOENCODER = True
+    autoencoder_families = ("vae", "vqvae")
+    uses_latents = True
+    reconstructs = True  # the first stage's reconstruction
 
     def __init__(self, cfg: LDMConfig, image_shape: tuple[int, int, int], num_classes: int = 0,
                  autoencoder: nn.Module | None = None):

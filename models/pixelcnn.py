@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from genzoo.contract import GenerativeModel
 from genzoo.models.layers import sample_categorical
 
 LEVELS = 256  # 8-bit sub-pixel values
@@ -125,7 +126,7 @@ class GatedLayer(nn.Module):
         return out if self.first else h + out
 
 
-class PixelCNN(nn.Module):
+class PixelCNN(GenerativeModel):
     phases = ("main",)
     likelihood = "exact"  # log_likelihood is -log2 p(x) / D
 

@@ -48,6 +48,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from genzoo.contract import GenerativeModel
 from genzoo.errors import ConfigError
 from genzoo.models.layers import sample_categorical
 
@@ -128,10 +129,10 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class Transformer(nn.Module):
+class Transformer(GenerativeModel):
     phases = ("main",)
     likelihood = "exact"  # of log_likelihood, on pixels
-    AUTOENCODER_FAMILIES = ("vqvae",)  # what model.autoencoder may point at (genzoo.runs.build_model)
+    autoencoder_families = ("vqvae",)  # a prior over a finished VQ-VAE run's tokens (model.autoencoder)
 
     def __init__(self, cfg: TransformerConfig, image_shape: tuple[int, int, int], num_classes: int = 0,
                  autoencoder: nn.Module | None = None):
@@ -142,6 +143,8 @@ class Transformer(nn.Module):
         C, H, W = image_shape
         self.cfg, self.image_shape = cfg, tuple(image_shape)
         self.num_classes = num_classes if cfg.class_cond else 0
+        if autoencoder is not None:
+            self.likelihood = None  # a prior: no pixel likelihood
         self.autoencoder = autoencoder  # frozen, eval mode (see train()); a submodule so .to() moves it
         if autoencoder is None:
             self.vocab, self.seq_len = LEVELS, C * H * W
@@ -237,16 +240,11 @@ class Transformer(nn.Module):
         bits = self._nll_nats(batch).mean() / math.log(2.0)
         return {"loss": bits, ("bpd" if self.autoencoder is None else "bits_per_token"): bits.detach()}
 
-    @property
-    def log_likelihood(self):
-        """Exact bits/dim per image, (B,), on pixels. Absent for a VQ-VAE prior (no pixel likelihood):
-        `hasattr(model, "log_likelihood")` is False there, which is how the harness skips it."""
-        if self.autoencoder is not None:
-            raise AttributeError("a VQ-VAE prior has no pixel likelihood; use token_bits for the token grid's NLL")
-        return self._log_likelihood
-
     @torch.no_grad()
-    def _log_likelihood(self, batch) -> torch.Tensor:
+    def log_likelihood(self, batch) -> torch.Tensor:
+        """Exact bits/dim per image, (B,), on pixels (a prior declares likelihood = None: see token_bits)."""
+        if self.autoencoder is not None:
+            raise NotImplementedError("a VQ-VAE prior has no pixel likelihood; use token_bits for the token grid's NLL")
         return self.token_bits(batch)
 
     @torch.no_grad()

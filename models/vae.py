@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from genzoo.contract import GenerativeModel
 from genzoo.models.distributions import discretized_logistic_log_prob, discretized_logistic_sample, quantize
 from genzoo.models.layers import Downsample, ResBlock, group_norm
 
@@ -59,7 +60,8 @@ PRESETS = {
 }
 
 
-class VAE(nn.Module):
+class VAE(GenerativeModel):
+    reconstructs = True
     phases = ("main",)
     likelihood = "bound (ELBO)"  # what log_likelihood returns: an upper bound on bits/dim
 

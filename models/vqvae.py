@@ -37,6 +37,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from genzoo.contract import GenerativeModel
 from genzoo.models.layers import Downsample, ResBlock, Upsample, group_norm
 
 
@@ -128,7 +129,8 @@ class VectorQuantizer(nn.Module):
         return dead.sum().float()
 
 
-class VQVAE(nn.Module):
+class VQVAE(GenerativeModel):
+    reconstructs = True
     phases = ("main",)
 
     def __init__(self, cfg: VQVAEConfig, image_shape: tuple[int, int, int], num_classes: int = 0):

@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from genzoo import compare as C
 from genzoo.cli import main
+from genzoo.contract import GenerativeModel
 from genzoo.errors import ConfigError
 from genzoo.evaluation import harness
 from genzoo.registry import FAMILIES, Family
@@ -57,11 +58,11 @@ class RefinerSampler:
     steps: int = 2
 
 
-class Refiner(nn.Module):
+class Refiner(GenerativeModel):
     """Samples the frozen VAE, then applies a learned 3x3 residual `steps` times (1 + steps network passes)."""
 
     phases = ("main",)
-    AUTOENCODER_FAMILIES = ("vae",)
+    autoencoder_families = ("vae",)
 
     def __init__(self, cfg, image_shape, num_classes=0, autoencoder=None):
         super().__init__()

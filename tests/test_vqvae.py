@@ -131,7 +131,7 @@ def test_a_transformer_prior_trains_on_the_frozen_vqvae_tokens_and_samples_image
     tokens = prior.model.sample_tokens(4, labels=torch.arange(4), generator=torch.Generator().manual_seed(0))
     assert torch.equal(x, frozen.decode_tokens(tokens.view(4, 8, 8)))
 
-    assert not hasattr(prior.model, "log_likelihood")  # no pixel likelihood for a prior
+    assert prior.model.likelihood is None  # no pixel likelihood for a prior
     result = evaluate_run(tmp_path, n=8, metrics="bpd")
     assert "bpd" not in result["metrics"] and result["cost"]["network_evaluations_per_sample"] == 65
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from genzoo.contract import GenerativeModel
 from genzoo.registry import FAMILIES, Family
 
 
@@ -19,7 +20,7 @@ class ToySampler:
     pass
 
 
-class Toy(nn.Module):
+class Toy(GenerativeModel):
     """A two-conv autoencoder with an MSE loss: the gradient is a deterministic function of the batch."""
 
     phases = ("main",)

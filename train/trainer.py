@@ -207,7 +207,7 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
     model = build_model(cfg, data.shape, data.num_classes)  # second stages load their frozen autoencoder here
     model = model.to(device, memory_format=memory_format)
     latents = None
-    if hasattr(model, "set_latent_scale"):  # latent diffusion: encode the training set once, cached on disk
+    if model.uses_latents:  # latent diffusion: encode the training set once, cached on disk
         from genzoo.train.latents import cached_latents
         latents = cached_latents(model, data, cfg.data.dataset, device)
         if state is None:
