@@ -212,6 +212,12 @@ def load(name: str, split: str = "train", *, root: str | Path | None = None, dow
     return ImageData(name, images, labels, info.num_classes)
 
 
+def load_from_config(data_cfg, split: str = "train") -> ImageData:
+    """`load` with the arguments of a run's `DataConfig` (genzoo.config): the one place they are mapped."""
+    return load(data_cfg.dataset, split, root=data_cfg.root or None, download=data_cfg.download,
+                image_size=data_cfg.image_size or None, channels=data_cfg.channels or None)
+
+
 def _read(name: str, split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Native images (N, C, H, W) uint8 and labels (N,) int64 of a prepared dataset."""
     train = split == "train"
