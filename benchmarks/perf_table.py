@@ -1,7 +1,8 @@
-"""The README's performance table, from saved outputs of family_costs.py and peers.py (nothing is re-measured).
+"""The performance tables of docs/performance.md, from saved outputs of family_costs.py and peers.py (nothing is re-measured).
 
     python benchmarks/family_costs.py --preset quick --steps 30 --sample-n 64 > benchmarks/results/family_costs_quick_cpu.json
-    python benchmarks/perf_table.py                       # prints the markdown for README.md
+    python benchmarks/perf_table.py                       # prints the markdown
+    python benchmarks/perf_table.py --write               # replaces the tables in docs/performance.md
 
 Reads benchmarks/results/family_costs_quick_cpu.json (2 CPU cores, quick presets) and
 family_costs_standard_h100.json (one GPU, standard presets) and the peers' JSON files beside them.
@@ -15,6 +16,8 @@ import json
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
+BEGIN, END = "<!-- perf_table.py: begin -->", "<!-- perf_table.py: end -->"  # the generated part of PAGE
 
 
 def load(name: str) -> dict | None:
@@ -78,15 +81,33 @@ def peers_table(docs: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.parse_args(argv)
-    print(family_table(load("family_costs_quick_cpu.json"), load("family_costs_standard_h100.json")))
+def tables() -> str:
+    out = family_table(load("family_costs_quick_cpu.json"), load("family_costs_standard_h100.json"))
     peers = [(label, d) for label, name in (("2 CPU cores", "peers_quick_cpu.json"),
                                             ("H100", "peers_standard_h100.json"),
                                             ("H100", "peers_standard_h100_bf16.json")) if (d := load(name))]
     if peers:
-        print("\n" + peers_table(peers))
+        out += "\n\n" + peers_table(peers)
+    return out
+
+
+def write(page: Path = PAGE) -> None:
+    """Replace what lies between the BEGIN and END markers of the page with the tables."""
+    text = page.read_text()
+    head, sep, rest = text.partition(BEGIN)
+    _, sep2, tail = rest.partition(END)
+    if not (sep and sep2):
+        raise SystemExit(f"{page}: no {BEGIN} ... {END} block to replace")
+    page.write_text(f"{head}{BEGIN}\n{tables()}\n{END}{tail}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--write", action="store_true", help=f"replace the tables in {PAGE.relative_to(PAGE.parents[1])}")
+    if p.parse_args(argv).write:
+        write()
+    else:
+        print(tables())
 
 
 if __name__ == "__main__":
