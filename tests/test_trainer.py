@@ -10,7 +10,7 @@ from genzoo.errors import CheckpointError, ConfigError, TrainingError
 from genzoo.models.vae import VAE
 from genzoo.runs import open_run
 from genzoo.train import checkpoint as ckpt
-from genzoo.train.trainer import lr_at, train
+from genzoo.train.trainer import lr_at, setup, train, train_step
 
 
 def metrics(run):
@@ -57,6 +57,20 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
     a, b = state(tmp_path / "full")["model"], state(tmp_path / "accum")["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["vae", "gan"])
+def test_setup_and_train_step_are_the_loops_own_step(tmp_path, family):
+    """The benchmarks time `train_step` on `setup()`: a few of them equal `train()` for as many steps, bit for bit."""
+    cfg = tiny_config(family, "train.steps=3", "train.device=cpu", "train.sample_every=0")
+    train(cfg, tmp_path / "loop", progress=False)
+    p, s = setup(cfg, tmp_path / "steps")
+    p.model.train()
+    while s.step < s.end:
+        train_step(p, s)
+    assert s.step == 3 and s.consumed == state(tmp_path / "loop")["consumed"]
+    for k, v in state(tmp_path / "loop")["model"].items():
+        assert torch.equal(p.model.state_dict()[k], v), k
 
 
 def test_lr_schedule_warms_up_then_decays_to_the_floor():

@@ -4,6 +4,16 @@ The trainer owns device, autocast, optimizers (one AdamW per phase), the LR sche
 accumulation, EMA, logging, sample grids and checkpoints; the family owns only `loss(batch, phase)`.
 On CPU, resuming from a checkpoint reproduces the uninterrupted run exactly: the data order is a
 pure function of (seed, epoch), and the checkpoint holds every RNG state and the data position.
+
+    p, s = setup(cfg, out_dir)      # Parts built once (model, EMA, optimizers, data, ...) and the TrainState
+    while s.step < s.end:           # train(): the loop is a list of named steps over (p, s)
+        train_step(p, s)            #   every phase's optimizer step(s), then the EMA
+        fit_horizon(...)            #   the LR horizon and this session's end (the time budget)
+        stop_check(...)             #   Ctrl-C / SIGTERM or the budget spent, agreed by every rank
+        log(...); maybe_grid(...); maybe_evaluate(...); maybe_save(...)
+    finish(p, s, stop)              # the last checkpoint and grid, the end event, the summary
+
+The benchmarks time `train_step` / `forward_backward` on the same `setup()`.
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -33,7 +43,7 @@ from genzoo.train import checkpoint as ckpt
 from genzoo.train.distributed import DistInfo, LossModule, any_rank, params_in_sync
 from genzoo.train.ema import EMA
 
-log = logging.getLogger("genzoo.train")
+logger = logging.getLogger("genzoo.train")
 
 
 @dataclass
@@ -152,6 +162,203 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+@dataclass
+class TrainState:
+    """What the loop changes, and what a checkpoint restores (with the RNG states and the weights)."""
+
+    step: int = 0  # optimizer steps done (each runs every phase)
+    horizon: int = 10**9  # the LR schedule's last step
+    end: int = 10**9  # the step this session stops at: the horizon, or stop_after
+    consumed: int = 0  # micro-batches drawn from the data order, all phases together
+    elapsed_before: float = 0.0  # training seconds of the earlier sessions of this run
+    best_fd: float = float("inf")  # lowest in-loop FD so far (best.pt)
+    resumed: bool = False
+    first_bad: torch.Tensor | None = None  # () long on the device: first step with a non-finite loss, -1 = none
+    t_start: float = 0.0  # this session's clock
+    t_log: float = 0.0  # time of the last metrics row
+    sums: dict = field(default_factory=dict)  # logged terms summed on the device since the last row
+    n_logged: int = 0  # steps in `sums`
+
+    def elapsed(self, now: float | None = None) -> float:
+        return self.elapsed_before + (time.time() if now is None else now) - self.t_start
+
+
+@dataclass
+class Parts:
+    """What `setup` builds once: the run's config and directory, data, model, optimizers and loss."""
+
+    cfg: object  # the RunConfig
+    out: Path
+    dist: DistInfo
+    device: torch.device
+    amp: str  # bf16 | fp16 | none
+    memory_format: torch.memory_format
+    data: object  # genzoo.datasets.ImageData
+    order: DataOrder
+    latents: torch.Tensor | None  # (N, c, h, w) cached first-stage latents (uses_latents families)
+    model: torch.nn.Module
+    ema: EMA
+    optims: dict[str, torch.optim.Optimizer]  # one per phase
+    scaler: torch.amp.GradScaler
+    phase_cfg: dict[str, tuple[float, int]]  # {phase: (peak lr, repeats per step)}
+    wrapped: torch.nn.Module  # LossModule, under DDP when distributed
+    loss_fn: torch.nn.Module  # `wrapped`, compiled with train.compile
+    autocast: torch.autocast
+    evaluator: object | None  # InLoopFD on the main rank with train.eval_every, else None
+    grid_labels: torch.Tensor | None  # (n_grid,) labels of the sample grids of a class-conditional model
+
+    @property
+    def tc(self) -> TrainConfig:
+        return self.cfg.train
+
+
+# ---------------------------------------------------------------------------------------------
+# setup: everything built once, before the loop
+
+
+def setup(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool = False,
+          stop_after: int | None = None) -> tuple[Parts, TrainState]:
+    """Build a run's pieces and its starting state, fresh or restored from `out_dir`'s checkpoint.
+
+    `train` runs the loop over them; the benchmarks time `train_step` / `forward_backward` on them.
+    """
+    from genzoo.runs import build_model, memory_format_for
+
+    tc: TrainConfig = cfg.train
+    out = Path(out_dir)
+    device = pick_device(tc.device, dist)
+    torch.set_num_threads(tc.threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    saved, saved_steps = open_run_dir(cfg, out, resume)
+    if tc.steps <= 0 and tc.minutes <= 0:
+        raise ConfigError("set a budget: train.steps > 0 (--steps) or train.minutes > 0 (--minutes)")
+    data, order = load_data(cfg, dist, device)
+    memory_format = memory_format_for(device)
+
+    torch.manual_seed(tc.seed)  # identical initialisation on every rank
+    model = build_model(cfg, data.shape, data.num_classes)  # second stages load their frozen autoencoder here
+    model = model.to(device, memory_format=memory_format)
+    latents = training_latents(model, data, cfg.data.dataset, device, fresh=saved is None)
+    ema = EMA(model, tc.ema_decay)
+    phase_cfg = phase_settings(tc, model.phases)
+    optims = {p: torch.optim.AdamW(list(model.parameters_for(p)), lr=tc.lr, betas=(tc.beta1, tc.beta2),
+                                   weight_decay=tc.weight_decay, fused=device.type == "cuda" or None)
+              for p in model.phases}
+    amp = {"auto": "bf16" if device.type == "cuda" else "none"}.get(tc.amp, tc.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+    s = TrainState(horizon=tc.steps if tc.steps > 0 else 10**9)
+    torch.manual_seed(tc.seed + 1000 * dist.rank + 1)  # training noise differs per rank
+    if saved is not None:
+        restore(saved, model, ema, optims, scaler, s, restore_rng=dist.is_main)
+        if tc.steps != saved_steps and not tc.minutes:  # a new step budget moves the horizon with it
+            s.horizon = tc.steps
+        logger.info("resumed %s from step %d", out, s.step)
+
+    wrapped, loss_fn = wrap_loss(model, tc, dist, device)  # after restoring: DDP broadcasts rank 0's weights
+    autocast = torch.autocast(device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16,
+                              enabled=amp != "none")
+    grid_labels = (torch.arange(tc.n_grid, device=device) % model.num_classes) if model.num_classes else None
+    p = Parts(cfg, out, dist, device, amp, memory_format, data, order, latents, model, ema, optims, scaler,
+              phase_cfg, wrapped, loss_fn, autocast, in_loop_fd(cfg, dist, device), grid_labels)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_text(out / ckpt.CONFIG, cfg.to_json())
+    s.first_bad = torch.full((), -1, device=device, dtype=torch.long)
+    s.t_start = s.t_log = time.time()
+    fit_horizon(tc, s, stop_after)
+    return p, s
+
+
+def open_run_dir(cfg, out: Path, resume: bool) -> tuple[dict | None, int | None]:
+    """(checkpoint, saved train.steps) to resume, or (None, None) for a fresh run. Never overwrites a run;
+    resumes only one whose config matches except for RESUMABLE_CHANGES."""
+    ckpt_path = out / ckpt.CHECKPOINT
+    if ckpt_path.exists() and not resume:
+        raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+    if resume and not ckpt_path.exists():
+        raise ConfigError(f"nothing to resume: {ckpt_path} does not exist")
+    if not resume:
+        return None, None
+    state = ckpt.load_checkpoint(ckpt_path)
+    from genzoo.config import diff
+    from genzoo.registry import load_config_json
+    saved = load_config_json((out / ckpt.CONFIG).read_text())
+    changed = [d for d in diff(saved, cfg) if d.split(":")[0] not in RESUMABLE_CHANGES]
+    if changed:
+        raise ConfigError(f"--resume with a different config than {out / ckpt.CONFIG}: {'; '.join(changed)}")
+    return state, saved.train.steps
+
+
+def load_data(cfg, dist: DistInfo, device: torch.device):
+    """The training split (on the GPU when there is one: no loader in the loop) and this rank's data order."""
+    from genzoo import datasets  # late: keeps `import genzoo.train` light
+
+    tc = cfg.train
+    if tc.batch_size % (dist.world * tc.grad_accum):
+        raise ConfigError(f"train.batch_size={tc.batch_size} must be divisible by processes x grad_accum "
+                          f"= {dist.world} x {tc.grad_accum}")
+    if dist.is_main:
+        datasets.prepare(cfg.data.dataset, root=cfg.data.root or None, download=cfg.data.download)
+    if dist.enabled:
+        torch.distributed.barrier()
+    data = datasets.load_from_config(cfg.data, "train")
+    if device.type == "cuda":
+        data.images = data.images.to(device)
+    micro = tc.batch_size // (dist.world * tc.grad_accum)
+    return data, DataOrder(len(data), micro, tc.seed, dist)
+
+
+def training_latents(model, data, dataset: str, device: torch.device, fresh: bool) -> torch.Tensor | None:
+    """Latent families: the training set encoded once by the frozen first stage (cached on disk); a fresh
+    run sets the latent scale from them, a resumed one keeps the scale saved in its checkpoint."""
+    if not model.uses_latents:
+        return None
+    from genzoo.train.latents import cached_latents
+    latents = cached_latents(model, data, dataset, device)
+    if fresh:
+        model.set_latent_scale(latents)
+    return latents.to(device) if device.type == "cuda" else latents
+
+
+def wrap_loss(model, tc: TrainConfig, dist: DistInfo, device: torch.device):
+    """(wrapped, loss_fn): `model.loss` as a module (under DDP when distributed), compiled with train.compile."""
+    wrapped = LossModule(model)
+    if dist.enabled:
+        wrapped = DDP(wrapped, device_ids=[device.index] if device.type == "cuda" else None,
+                      find_unused_parameters=len(model.phases) > 1)
+    return wrapped, torch.compile(wrapped) if tc.compile else wrapped
+
+
+def restore(saved: dict, model, ema: EMA, optims: dict, scaler, s: TrainState, restore_rng: bool) -> None:
+    """Load a checkpoint's weights, EMA, optimizer and scaler states, loop state and (main rank) RNG states."""
+    ckpt.load_model_state(model, saved["model"], "model")
+    ckpt.load_model_state(ema.module, saved["ema"], "EMA")
+    for phase, opt in optims.items():
+        opt.load_state_dict(saved["optimizers"][phase])
+    scaler.load_state_dict(saved["scaler"])
+    s.step, s.horizon, s.consumed = saved["step"], saved["horizon"], saved["consumed"]
+    s.elapsed_before, s.best_fd = saved["elapsed_s"], saved.get("best_fd", float("inf"))
+    s.resumed = True
+    if restore_rng:
+        ckpt.restore_rng(saved["rng"])
+
+
+def in_loop_fd(cfg, dist: DistInfo, device: torch.device):
+    """The in-loop FD evaluator (main rank, train.eval_every), or None; a dataset without a classifier trains
+    without it (presets turn it on)."""
+    if not (cfg.train.eval_every and dist.is_main):
+        return None
+    from genzoo.evaluation.harness import InLoopFD
+    why = InLoopFD.unavailable(cfg.data)
+    if why:
+        logger.warning("in-loop FD is off: %s", why)
+        return None
+    return InLoopFD(cfg.data, device)
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
 def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool = False,
           stop_after: int | None = None, progress: bool = True) -> dict:
     """Train `cfg.family` on `cfg.data` into `out_dir`; returns a summary dict.
@@ -160,251 +367,197 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
     LR horizon of the full run: `train(..., stop_after=N)` then `train(..., resume=True)` equals
     one uninterrupted run.
     """
-    from genzoo import datasets  # late: keeps `import genzoo.train` light
-    from genzoo.runs import build_model, memory_format_for
-
-    tc: TrainConfig = cfg.train
-    out = Path(out_dir)
-    device = pick_device(tc.device, dist)
-    threads = tc.threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    torch.set_num_threads(threads)
-    amp = {"auto": "bf16" if device.type == "cuda" else "none"}.get(tc.amp, tc.amp)
-    cuda = device.type == "cuda"
-    memory_format = memory_format_for(device)
-
-    # -- run directory: never overwrite a run, resume only a matching one ------------------------
-    ckpt_path = out / ckpt.CHECKPOINT
-    if ckpt_path.exists() and not resume:
-        raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
-    if resume and not ckpt_path.exists():
-        raise ConfigError(f"nothing to resume: {ckpt_path} does not exist")
-    state = ckpt.load_checkpoint(ckpt_path) if resume else None
-    if state is not None:
-        from genzoo.config import diff
-        from genzoo.registry import load_config_json
-        saved = load_config_json((out / ckpt.CONFIG).read_text())
-        changed = [d for d in diff(saved, cfg) if d.split(":")[0] not in RESUMABLE_CHANGES]
-        if changed:
-            raise ConfigError(f"--resume with a different config than {out / ckpt.CONFIG}: {'; '.join(changed)}")
-
-    # -- data, model, optimizers ---------------------------------------------------------------
-    if tc.batch_size % (dist.world * tc.grad_accum):
-        raise ConfigError(f"train.batch_size={tc.batch_size} must be divisible by processes x grad_accum "
-                          f"= {dist.world} x {tc.grad_accum}")
-    micro = tc.batch_size // (dist.world * tc.grad_accum)
-    load = dict(root=cfg.data.root or None, download=cfg.data.download, image_size=cfg.data.image_size or None,
-                channels=cfg.data.channels or None)
-    if dist.is_main:
-        datasets.prepare(cfg.data.dataset, root=load["root"], download=load["download"])
-    if dist.enabled:
-        torch.distributed.barrier()
-    data = datasets.load(cfg.data.dataset, "train", **load)
-    if cuda:
-        data.images = data.images.to(device)  # whole split on the GPU: no loader in the loop
-    order = DataOrder(len(data), micro, tc.seed, dist)
-
-    torch.manual_seed(tc.seed)  # identical initialisation on every rank
-    model = build_model(cfg, data.shape, data.num_classes)  # second stages load their frozen autoencoder here
-    model = model.to(device, memory_format=memory_format)
-    latents = None
-    if model.uses_latents:  # latent diffusion: encode the training set once, cached on disk
-        from genzoo.train.latents import cached_latents
-        latents = cached_latents(model, data, cfg.data.dataset, device)
-        if state is None:
-            model.set_latent_scale(latents)  # a resumed run keeps the scale saved in its checkpoint
-        if cuda:
-            latents = latents.to(device)
-    ema = EMA(model, tc.ema_decay)
-    phase_cfg = phase_settings(tc, model.phases)
-    optims = {p: torch.optim.AdamW(list(model.parameters_for(p)), lr=tc.lr, betas=(tc.beta1, tc.beta2),
-                                   weight_decay=tc.weight_decay, fused=cuda or None) for p in model.phases}
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
-    if tc.steps <= 0 and tc.minutes <= 0:
-        raise ConfigError("set a budget: train.steps > 0 (--steps) or train.minutes > 0 (--minutes)")
-    step, horizon, consumed, elapsed_before = 0, tc.steps if tc.steps > 0 else 10**9, 0, 0.0
-    best_fd = float("inf")
-    torch.manual_seed(tc.seed + 1000 * dist.rank + 1)  # training noise differs per rank
-    if state is not None:
-        ckpt.load_model_state(model, state["model"], "model")
-        ckpt.load_model_state(ema.module, state["ema"], "EMA")
-        for p, opt in optims.items():
-            opt.load_state_dict(state["optimizers"][p])
-        scaler.load_state_dict(state["scaler"])
-        step, horizon, consumed = state["step"], state["horizon"], state["consumed"]
-        elapsed_before, best_fd = state["elapsed_s"], state.get("best_fd", float("inf"))
-        if dist.is_main:
-            ckpt.restore_rng(state["rng"])
-        horizon = tc.steps if (tc.steps != saved.train.steps and not tc.minutes) else horizon
-        log.info("resumed %s from step %d", out, step)
-
-    wrapped = LossModule(model)
-    if dist.enabled:
-        wrapped = DDP(wrapped, device_ids=[device.index] if cuda else None,
-                      find_unused_parameters=len(model.phases) > 1)
-    loss_fn = torch.compile(wrapped) if tc.compile else wrapped
-    autocast = torch.autocast(device.type, dtype=torch.float16 if amp == "fp16" else torch.bfloat16,
-                              enabled=amp != "none")
-
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_text(out / ckpt.CONFIG, cfg.to_json())
-    grid_labels = (torch.arange(tc.n_grid, device=device) % model.num_classes) if model.num_classes else None
-
-    evaluator = None
-    if tc.eval_every and dist.is_main:
-        from genzoo.evaluation.harness import InLoopFD
-        why = InLoopFD.unavailable(cfg.data)
-        if why:  # presets turn it on; a dataset without a classifier simply trains without it
-            log.warning("in-loop FD is off: %s", why)
-        else:
-            evaluator = InLoopFD(cfg.data, device)
-
-    def save(path=ckpt_path):
-        if dist.is_main:
-            ckpt.save_checkpoint(path, {
-                "family": cfg.family, "config": cfg.to_json(), "image_shape": list(data.shape),
-                "num_classes": data.num_classes, "step": step, "horizon": horizon,
-                "consumed": consumed, "elapsed_s": elapsed_before + time.time() - t_start,
-                "model": model.state_dict(), "ema": ema.state_dict(),
-                "optimizers": {p: o.state_dict() for p, o in optims.items()}, "scaler": scaler.state_dict(),
-                "rng": ckpt.capture_rng(), "best_fd": best_fd})
-
-    def evaluate():
-        """Log the in-loop FD of the EMA weights; keep best.pt when it improves."""
-        nonlocal best_fd
-        if evaluator is None:
-            return
-        fd = evaluator(ema.module, tc.eval_n, seed=tc.seed, knobs=vars(cfg.sampler))
-        metrics_file.write(json.dumps({"step": step, "fd": fd, "fd_extractor": evaluator.extractor.name,
-                                       "eval_n": tc.eval_n, "elapsed_s": elapsed_before + time.time() - t_start})
-                           + "\n")
-        if fd < best_fd:
-            best_fd = fd
-            save(out / ckpt.BEST)
-
-    def grid():
-        if dist.is_main:
-            g = torch.Generator(device).manual_seed(tc.seed)
-            x = ema.module.sample(tc.n_grid, labels=grid_labels, generator=g, **vars(cfg.sampler))
-            save_grid(x, out / "samples" / f"step_{step:07d}.png",
-                      nrow=model.num_classes if model.num_classes else None)
-
-    def one_step():
-        """One training step: each phase's optimizer steps. Logged values stay on the device (no host sync)."""
-        for phase in model.phases:
-            peak, repeats = phase_cfg[phase]
-            for g in optims[phase].param_groups:
-                g["lr"] = lr_at(step, horizon, tc, peak)
-            for _ in range(repeats):
-                phase_step(phase, weight=1.0 / (repeats * tc.grad_accum))
-
-    def phase_step(phase: str, weight: float):
-        """One optimizer step of `phase` over grad_accum fresh micro-batches."""
-        nonlocal consumed, first_bad
-        model.zero_grad(set_to_none=True)  # also clears grads another phase left on these params
-        loss_sum = torch.zeros((), device=device)
-        for j in range(tc.grad_accum):
-            idx = order.indices(consumed)
-            images, labels = data.batch(idx)
-            consumed += 1
-            batch = Batch(images, labels, None if latents is None else latents[idx]).to(device, memory_format)
-            sync = wrapped.no_sync() if dist.enabled and j < tc.grad_accum - 1 else contextlib.nullcontext()
-            with sync:
-                with autocast:
-                    terms = loss_fn(batch, phase)
-                loss = terms["loss"].float() / tc.grad_accum
-                scaler.scale(loss).backward()
-            loss_sum += loss.detach()
-            for k, v in terms.items():
-                key = f"{k}/{phase}" if len(model.phases) > 1 else k
-                sums[key] = sums.get(key, 0.0) + v.detach().float() * weight
-        scaler.unscale_(optims[phase])
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in model.parameters_for(phase) if p.grad is not None], tc.grad_clip or float("inf"))
-        sums[f"grad_norm/{phase}"] = sums.get(f"grad_norm/{phase}", 0.0) + grad_norm.detach() * weight * tc.grad_accum
-        bad = ~torch.isfinite(loss_sum) | (~torch.isfinite(grad_norm) & (amp != "fp16"))
-        first_bad = torch.where(bad & (first_bad < 0), step, first_bad)
-        scaler.step(optims[phase])
-        scaler.update()
-
-    def check_finite():
-        """Raise (on every rank alike) if any step since the last check had a non-finite loss or gradient."""
-        if any_rank((first_bad >= 0).float().view(1), dist).item():
-            bad_step = int(first_bad)
-            raise TrainingError(
-                f"the loss became nan or inf at step {bad_step} (grad norm included); nothing after step "
-                f"{bad_step} was saved, the last good checkpoint in {out} is kept. Try a lower train.lr or "
-                f"train.grad_clip, then continue from it with --resume")
-
-    # -- the loop ------------------------------------------------------------------------------
-    t_start = t_log = time.time()
-    sums, n_logged, calibrate_at = {}, 0, step + 10
-    first_bad = torch.full((), -1, device=device, dtype=torch.long)  # first step with a non-finite loss
-    end = min(horizon, stop_after) if stop_after else horizon
-    bar = tqdm(total=horizon, initial=step, disable=not (progress and dist.is_main), unit="step",
+    p, s = setup(cfg, out_dir, dist=dist, resume=resume, stop_after=stop_after)
+    bar = tqdm(total=s.horizon, initial=s.step, disable=not (progress and dist.is_main), unit="step",
                dynamic_ncols=True, desc=f"{cfg.family}/{cfg.data.dataset}",
                mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line every 30 s
-    metrics_file = open(out / ckpt.METRICS, "a") if dist.is_main else None
-    model.train()
-    stop_reason = "done"
+    metrics_file = open(p.out / ckpt.METRICS, "a") if dist.is_main else None
+    p.model.train()
+    stop = None
     with StopRequest() as stop_request, contextlib.ExitStack() as closing:
         closing.callback(bar.close)
         if metrics_file:
             closing.callback(metrics_file.close)
-        while step < end:
-            one_step()
-            step += 1
-            ema.update(model, step)
-            n_logged += 1
-            bar.update(1)
+        while s.step < s.end and stop is None:
+            train_step(p, s)
+            fit_horizon(p.tc, s, stop_after)
+            stop = stop_check(p, s, stop_request)
+            log(p, s, bar, metrics_file, force=stop is not None)
+            maybe_grid(p, s)
+            maybe_evaluate(p, s, metrics_file)
+            maybe_save(p, s)
+    return finish(p, s, stop or "done")
 
-            if tc.minutes and step == calibrate_at and state is None:  # fit the LR horizon to the budget
-                per_step = (time.time() - t_start) / 10
-                horizon = min(tc.steps or 10**9, int(tc.minutes * 60 / per_step))
-                end, bar.total = (min(horizon, stop_after) if stop_after else horizon), horizon
-            over_time = bool(tc.minutes) and elapsed_before + time.time() - t_start > tc.minutes * 60
-            flags = torch.tensor([float(stop_request.requested), float(over_time)])
-            stop_now, over_time = (any_rank(flags.to(device), dist) > 0).tolist() if dist.enabled else flags.tolist()
-            if step % tc.log_every == 0 or step == end or stop_now or over_time:
-                check_finite()
-                now = time.time()
-                row = {"step": step, **{f"lr/{p}" if len(phase_cfg) > 1 else "lr": lr_at(step - 1, horizon, tc, peak)
-                                        for p, (peak, _) in phase_cfg.items()},
-                       **{k: float(v) / n_logged for k, v in sums.items()},
-                       "img_per_s": n_logged * tc.batch_size / max(now - t_log, 1e-9),
-                       "elapsed_s": elapsed_before + now - t_start}
-                bar.set_postfix(loss=f"{row.get('loss', row.get('loss/' + model.phases[0], 0.0)):.4f}",
-                                img_s=f"{row['img_per_s']:.0f}")
-                if metrics_file:
-                    metrics_file.write(json.dumps(row) + "\n")
-                    metrics_file.flush()
-                sums, n_logged, t_log = {}, 0, now
-            if tc.sample_every and step % tc.sample_every == 0 and step < end:
-                check_finite()
-                grid()
-            if tc.eval_every and step % tc.eval_every == 0:
-                check_finite()
-                evaluate()
-            if step % tc.ckpt_every == 0 and step < end:
-                check_finite()
-                save()
-            if stop_now or over_time:
-                stop_reason = "interrupted" if stop_now else "time budget"
-                break
 
-    check_finite()
-    save()
-    if step >= horizon or stop_reason == "time budget":
-        grid()
-    in_sync = params_in_sync(model, dist)
-    summary = {"step": step, "horizon": horizon, "stop": stop_reason, "ranks": dist.world, "ranks_in_sync": in_sync,
-               "train_s": elapsed_before + time.time() - t_start, "images_seen": step * tc.batch_size}
-    if metrics_file is not None:
-        with open(out / ckpt.METRICS, "a") as f:
+def train_step(p: Parts, s: TrainState) -> None:
+    """One training step: each phase's optimizer steps (repeats times), then the EMA follows."""
+    for phase in p.model.phases:
+        peak, repeats = p.phase_cfg[phase]
+        for g in p.optims[phase].param_groups:
+            g["lr"] = lr_at(s.step, s.horizon, p.tc, peak)
+        for _ in range(repeats):
+            phase_step(p, s, phase, weight=1.0 / (repeats * p.tc.grad_accum))
+    s.step += 1
+    p.ema.update(p.model, s.step)
+    s.n_logged += 1
+
+
+def phase_step(p: Parts, s: TrainState, phase: str, weight: float) -> None:
+    """One optimizer step of `phase` over grad_accum fresh micro-batches. Logged values and the
+    non-finite check stay on the device (no host sync)."""
+    tc, multi = p.tc, len(p.model.phases) > 1
+    p.model.zero_grad(set_to_none=True)  # also clears grads another phase left on these params
+    loss_sum = torch.zeros((), device=p.device)
+    for j in range(tc.grad_accum):
+        batch = micro_batch(p, s.consumed)
+        s.consumed += 1
+        last = j == tc.grad_accum - 1
+        with p.wrapped.no_sync() if p.dist.enabled and not last else contextlib.nullcontext():
+            loss, terms = forward_backward(p, batch, phase)
+        loss_sum += loss
+        for k, v in terms.items():
+            key = f"{k}/{phase}" if multi else k
+            s.sums[key] = s.sums.get(key, 0.0) + v.detach().float() * weight
+    p.scaler.unscale_(p.optims[phase])
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        [q for q in p.model.parameters_for(phase) if q.grad is not None], tc.grad_clip or float("inf"))
+    key = f"grad_norm/{phase}"
+    s.sums[key] = s.sums.get(key, 0.0) + grad_norm.detach() * weight * tc.grad_accum
+    bad = ~torch.isfinite(loss_sum) | (~torch.isfinite(grad_norm) & (p.amp != "fp16"))  # fp16: the scaler skips
+    s.first_bad = torch.where(bad & (s.first_bad < 0), s.step, s.first_bad)
+    p.scaler.step(p.optims[phase])
+    p.scaler.update()
+
+
+def micro_batch(p: Parts, k: int) -> Batch:
+    """Micro-batch k of this rank's data order, on the device (with its cached latents)."""
+    idx = p.order.indices(k)
+    images, labels = p.data.batch(idx)
+    return Batch(images, labels, None if p.latents is None else p.latents[idx]).to(p.device, p.memory_format)
+
+
+def forward_backward(p: Parts, batch: Batch, phase: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss under autocast and its (scaled) backward; returns (loss / grad_accum, detached; the terms)."""
+    with p.autocast:
+        terms = p.loss_fn(batch, phase)
+    loss = terms["loss"].float() / p.tc.grad_accum
+    p.scaler.scale(loss).backward()
+    return loss.detach(), terms
+
+
+def fit_horizon(tc: TrainConfig, s: TrainState, stop_after: int | None) -> None:
+    """The LR horizon and this session's end. With train.minutes a fresh run fits the horizon to the
+    budget once, from the speed of its first 10 steps (capped by train.steps); a resumed run keeps its own."""
+    if tc.minutes and not s.resumed and s.step == 10:
+        per_step = (time.time() - s.t_start) / 10
+        s.horizon = min(tc.steps or 10**9, int(tc.minutes * 60 / per_step))
+    s.end = min(s.horizon, stop_after) if stop_after else s.horizon
+
+
+def stop_check(p: Parts, s: TrainState, stop_request: StopRequest) -> str | None:
+    """"interrupted" (Ctrl-C / SIGTERM on any rank), "time budget" (train.minutes spent), or None to go on."""
+    over_time = bool(p.tc.minutes) and s.elapsed() > p.tc.minutes * 60
+    flags = torch.tensor([float(stop_request.requested), float(over_time)])
+    stop_now, over_time = (any_rank(flags.to(p.device), p.dist) > 0).tolist() if p.dist.enabled else flags.tolist()
+    return "interrupted" if stop_now else "time budget" if over_time else None
+
+
+def log(p: Parts, s: TrainState, bar, metrics_file, force: bool) -> None:
+    """Advance the progress bar; every log_every steps (and at the end) write the mean logged terms,
+    the LRs and images/s as one metrics.jsonl row."""
+    bar.total = s.horizon
+    bar.update(1)
+    if not (s.step % p.tc.log_every == 0 or s.step == s.end or force):
+        return
+    check_finite(p, s)
+    now = time.time()
+    many = len(p.phase_cfg) > 1
+    row = {"step": s.step, **{f"lr/{ph}" if many else "lr": lr_at(s.step - 1, s.horizon, p.tc, peak)
+                              for ph, (peak, _) in p.phase_cfg.items()},
+           **{k: float(v) / s.n_logged for k, v in s.sums.items()},
+           "img_per_s": s.n_logged * p.tc.batch_size / max(now - s.t_log, 1e-9),
+           "elapsed_s": s.elapsed(now)}
+    bar.set_postfix(loss=f"{row.get('loss', row.get('loss/' + p.model.phases[0], 0.0)):.4f}",
+                    img_s=f"{row['img_per_s']:.0f}")
+    if metrics_file:
+        metrics_file.write(json.dumps(row) + "\n")
+        metrics_file.flush()
+    s.sums, s.n_logged, s.t_log = {}, 0, now
+
+
+def maybe_grid(p: Parts, s: TrainState) -> None:
+    if p.tc.sample_every and s.step % p.tc.sample_every == 0 and s.step < s.end:
+        check_finite(p, s)
+        grid(p, s)
+
+
+def maybe_evaluate(p: Parts, s: TrainState, metrics_file) -> None:
+    """Every eval_every steps log the in-loop FD of the EMA weights; keep best.pt when it improves."""
+    if not (p.tc.eval_every and s.step % p.tc.eval_every == 0):
+        return
+    check_finite(p, s)
+    if p.evaluator is None:
+        return
+    fd = p.evaluator(p.ema.module, p.tc.eval_n, seed=p.tc.seed, knobs=vars(p.cfg.sampler))
+    metrics_file.write(json.dumps({"step": s.step, "fd": fd, "fd_extractor": p.evaluator.extractor.name,
+                                   "eval_n": p.tc.eval_n, "elapsed_s": s.elapsed()}) + "\n")
+    if fd < s.best_fd:
+        s.best_fd = fd
+        save(p, s, p.out / ckpt.BEST)
+
+
+def maybe_save(p: Parts, s: TrainState) -> None:
+    if s.step % p.tc.ckpt_every == 0 and s.step < s.end:
+        check_finite(p, s)
+        save(p, s)
+
+
+def check_finite(p: Parts, s: TrainState) -> None:
+    """Raise (on every rank alike) if any step since the last check had a non-finite loss or gradient."""
+    if any_rank((s.first_bad >= 0).float().view(1), p.dist).item():
+        bad_step = int(s.first_bad)
+        raise TrainingError(
+            f"the loss became nan or inf at step {bad_step} (grad norm included); nothing after step "
+            f"{bad_step} was saved, the last good checkpoint in {p.out} is kept. Try a lower train.lr or "
+            f"train.grad_clip, then continue from it with --resume")
+
+
+def grid(p: Parts, s: TrainState) -> None:
+    """A grid of EMA samples, the same noise every time (seeded by train.seed): samples/step_XXXXXXX.png."""
+    if p.dist.is_main:
+        g = torch.Generator(p.device).manual_seed(p.tc.seed)
+        x = p.ema.module.sample(p.tc.n_grid, labels=p.grid_labels, generator=g, **vars(p.cfg.sampler))
+        save_grid(x, p.out / "samples" / f"step_{s.step:07d}.png",
+                  nrow=p.model.num_classes if p.model.num_classes else None)
+
+
+def save(p: Parts, s: TrainState, path: Path | None = None) -> None:
+    """The whole state (main rank), atomically: weights, EMA, optimizers, scaler, loop state, RNG states."""
+    if p.dist.is_main:
+        ckpt.save_checkpoint(path or p.out / ckpt.CHECKPOINT, {
+            "family": p.cfg.family, "config": p.cfg.to_json(), "image_shape": list(p.data.shape),
+            "num_classes": p.data.num_classes, "step": s.step, "horizon": s.horizon,
+            "consumed": s.consumed, "elapsed_s": s.elapsed(),
+            "model": p.model.state_dict(), "ema": p.ema.state_dict(),
+            "optimizers": {ph: o.state_dict() for ph, o in p.optims.items()}, "scaler": p.scaler.state_dict(),
+            "rng": ckpt.capture_rng(), "best_fd": s.best_fd})
+
+
+def finish(p: Parts, s: TrainState, stop: str) -> dict:
+    """The last checkpoint and grid, the end event in metrics.jsonl, and the summary (or the stop's error)."""
+    check_finite(p, s)
+    save(p, s)
+    if s.step >= s.horizon or stop == "time budget":
+        grid(p, s)
+    in_sync = params_in_sync(p.model, p.dist)
+    summary = {"step": s.step, "horizon": s.horizon, "stop": stop, "ranks": p.dist.world, "ranks_in_sync": in_sync,
+               "train_s": s.elapsed(), "images_seen": s.step * p.tc.batch_size}
+    if p.dist.is_main:
+        with open(p.out / ckpt.METRICS, "a") as f:
             f.write(json.dumps({"event": "end", **summary}) + "\n")
     if not in_sync:
         raise TrainingError("distributed ranks ended with different parameters; please report this as a bug")
-    if stop_reason == "interrupted":
-        raise Interrupted(f"stopped at step {step}; checkpoint saved in {out}. Continue with the same command "
+    if stop == "interrupted":
+        raise Interrupted(f"stopped at step {s.step}; checkpoint saved in {p.out}. Continue with the same command "
                           f"and --resume")
     return summary
