@@ -37,6 +37,7 @@ class GenerativeModel(nn.Module):
     Required (every family):
       phases                 trainer: one optimizer per phase, stepped in this order each step
       num_classes            trainer grids, harness, compare: K when class-conditional, else 0
+                             (`classes(cfg, K)` below)
       parameters_for(phase)  trainer: what that phase's optimizer updates
       loss(batch, phase)     trainer: dict with a scalar "loss"; other entries are logged
       sample(n, *, labels=None, generator=None, **knobs)
@@ -55,6 +56,8 @@ class GenerativeModel(nn.Module):
                              `Batch.latents`, and call `set_latent_scale(latents)` on a fresh run
       autoencoder_families   runs.build_model: a second stage; `model.autoencoder` must name a
                              finished run of one of these families, passed in as `autoencoder=`
+                             (the frozen first stage's model; the second stage uses that family's
+                             own methods, e.g. vqvae's `encode_tokens`)
     """
 
     phases: ClassVar[tuple[str, ...]] = ("main",)
@@ -87,6 +90,34 @@ class GenerativeModel(nn.Module):
     def set_latent_scale(self, latents: torch.Tensor) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not train on latents")
 
+    # shared label handling
+    def class_labels(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """(n,) labels for a class-conditional model (an error without them), None for an unconditional one."""
+        if not self.num_classes:
+            return None
+        if labels is None:
+            raise ValueError(f"this {type(self).__name__} is class-conditional: pass labels")
+        return labels.view(n)
+
+
+def classes(cfg, num_classes: int) -> int:
+    """A model's `num_classes`: the dataset's K when its config asks for class conditioning, else 0."""
+    return num_classes if cfg.class_cond else 0
+
 
 REQUIRED = ("phases", "num_classes", "parameters_for", "loss", "sample", "network_evaluations")
 CAPABILITIES = ("likelihood", "reconstructs", "uses_latents", "autoencoder_families")
+
+# What a family module gives the registry (`genzoo.registry.Family.from_module`), and who reads it.
+MODULE_NAMES = ("DESCRIPTION",    # `genzoo list`: one line on what the family is
+                "Model",          # the GenerativeModel subclass above
+                "Config",         # dataclass of the model's keys (`--set model.KEY=...`)
+                "SamplerConfig",  # dataclass of the sampling knobs (`--set sampler.KEY=...`), sample(**knobs)
+                "PRESETS")        # {"tiny": {...}, "quick": {...}, ...} plain override dicts
+OPTIONAL_MODULE_NAMES = ("SecondStage",    # the Model built instead when model.autoencoder names a run
+                         "RETIRED_KEYS")   # model keys of older saved configs, ignored when they load
+CONFIG_FIELDS = {"class_cond": bool}  # every Config: compare's `--set model.class_cond`, the contract test
+SECOND_STAGE_FIELDS = {"autoencoder": str}  # the Config of a family with autoencoder_families: the first run
+REQUIRED_PRESETS = ("tiny",      # tests and smoke runs: seconds on CPU
+                    "quick",     # the default of `genzoo train` and `genzoo compare`: MNIST on 2 CPU cores
+                    "standard")  # one GPU: the README's longer runs

@@ -1,19 +1,19 @@
 """The families of the zoo, in one literal dict, and how a run's config is resolved.
 
-Each family module in `genzoo.models` provides:
-    <Name>Config    dataclass of the network / process hyper-parameters
-    SamplerConfig   dataclass of sampling knobs, passed to `model.sample(**knobs)`
-    PRESETS         {"quick": {...}, "standard": {...}, ...} plain override dicts
-    the model class, constructed as `Model(cfg, image_shape=(C, H, W), num_classes=K)`
+Each family is one module in `genzoo.models` with the module-level names of `genzoo.contract.MODULE_NAMES`
+(DESCRIPTION, Model, Config, SamplerConfig, PRESETS; optionally SecondStage and RETIRED_KEYS), so that
+registering it is one line: `"name": Family.from_module("name", module)`.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from genzoo.config import DataConfig, RunConfig, apply_dict, apply_overrides
+from genzoo.contract import MODULE_NAMES, OPTIONAL_MODULE_NAMES
 from genzoo.errors import ConfigError
 from genzoo.models import ddpm, dit, gan, ldm, pixelcnn, transformer, vae, vqvae
 from genzoo.train.trainer import TrainConfig
@@ -23,30 +23,39 @@ from genzoo.train.trainer import TrainConfig
 class Family:
     name: str
     description: str
-    model: type
+    model: type  # constructed as `model(cfg, image_shape=(C, H, W), num_classes=K)`
     config: type
     sampler: type
     presets: dict[str, dict[str, dict[str, Any]]]
+    second_stage: type | None = None  # built instead of `model` when model.autoencoder names a finished run
+    retired_keys: tuple[str, ...] = ()  # model keys of older saved configs, dropped when they load
+
+    @classmethod
+    def from_module(cls, name: str, module: ModuleType) -> "Family":
+        """The entry of a family module that defines the names of `genzoo.contract.MODULE_NAMES`."""
+        missing = [n for n in MODULE_NAMES if n not in vars(module)]
+        if missing:
+            raise TypeError(f"{module.__name__} is not a family module: it lacks {', '.join(missing)}")
+        optional = {n: vars(module).get(n) for n in OPTIONAL_MODULE_NAMES}
+        return cls(name, module.DESCRIPTION, module.Model, module.Config, module.SamplerConfig, module.PRESETS,
+                   optional["SecondStage"], tuple(optional["RETIRED_KEYS"] or ()))
+
+    def model_for(self, model_cfg) -> type:
+        """The class to build for this run's model config: the second stage when it names a first stage."""
+        if self.second_stage is not None and model_cfg.autoencoder:
+            return self.second_stage
+        return self.model
 
 
 FAMILIES: dict[str, Family] = {
-    "vae": Family("vae", "Gaussian VAE: ELBO, beta, IWAE bound, class-conditional option",
-                  vae.VAE, vae.VAEConfig, vae.SamplerConfig, vae.PRESETS),
-    "gan": Family("gan", "DCGAN: non-saturating or hinge loss, spectral norm, R1, projection discriminator",
-                  gan.GAN, gan.GANConfig, gan.SamplerConfig, gan.PRESETS),
-    "ddpm": Family("ddpm", "pixel diffusion with the DDPM U-Net: eps/x0/v, DDPM/DDIM/DPM-Solver++/Heun, CFG",
-                   ddpm.DDPM, ddpm.DDPMConfig, ddpm.SamplerConfig, ddpm.PRESETS),
-    "dit": Family("dit", "diffusion transformer (adaLN-Zero) on pixels: the ddpm process and samplers",
-                  dit.DiTDiffusion, dit.DiTConfig, dit.SamplerConfig, dit.PRESETS),
-    "ldm": Family("ldm", "latent diffusion on a finished vae / vqvae run (model.autoencoder=RUN), U-Net or DiT",
-                  ldm.LatentDiffusion, ldm.LDMConfig, ldm.SamplerConfig, ldm.PRESETS),
-    "vqvae": Family("vqvae", "VQ-VAE: EMA codebook, commitment loss, dead-code restart; prior = transformer",
-                    vqvae.VQVAE, vqvae.VQVAEConfig, vqvae.SamplerConfig, vqvae.PRESETS),
-    "pixelcnn": Family("pixelcnn", "Gated PixelCNN: 256-way softmax, exact bits/dim, class-conditional option",
-                       pixelcnn.PixelCNN, pixelcnn.PixelCNNConfig, pixelcnn.SamplerConfig, pixelcnn.PRESETS),
-    "transformer": Family("transformer", "causal transformer over pixels (ImageGPT) or VQ-VAE tokens, KV cache",
-                          transformer.Transformer, transformer.TransformerConfig, transformer.SamplerConfig,
-                          transformer.PRESETS),
+    "vae": Family.from_module("vae", vae),
+    "gan": Family.from_module("gan", gan),
+    "ddpm": Family.from_module("ddpm", ddpm),
+    "dit": Family.from_module("dit", dit),
+    "ldm": Family.from_module("ldm", ldm),
+    "vqvae": Family.from_module("vqvae", vqvae),
+    "pixelcnn": Family.from_module("pixelcnn", pixelcnn),
+    "transformer": Family.from_module("transformer", transformer),
 }
 
 
@@ -76,7 +85,10 @@ def config_from_dict(d: dict) -> RunConfig:
         fam = get_family(d["family"])
         cfg = RunConfig(family=d["family"], model=fam.config(), sampler=fam.sampler(), data=DataConfig(),
                         train=TrainConfig())
-        apply_dict(cfg, {k: d[k] for k in ("model", "sampler", "data", "train")})
+        model = d["model"]
+        if isinstance(model, dict):  # a key an older version saved and this one retired is dropped
+            model = {k: v for k, v in model.items() if k not in fam.retired_keys}
+        apply_dict(cfg, {"model": model, **{k: d[k] for k in ("sampler", "data", "train")}})
     except (KeyError, TypeError) as e:
         raise ConfigError(f"not a genzoo run config (missing {e})") from None
     return cfg

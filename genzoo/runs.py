@@ -26,8 +26,10 @@ class Run:
 def build_model(cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: int) -> torch.nn.Module:
     """Construct `cfg.family`'s model. A second-stage family (its config has a non-empty
     `model.autoencoder` run directory) gets that finished run's EMA model, frozen, as `autoencoder=`;
-    the family lists which first-stage families it accepts in `autoencoder_families`."""
-    cls = get_family(cfg.family).model
+    the model class lists which first-stage families it accepts in `autoencoder_families`. A family that
+    is a first or a second stage (`transformer`: on pixels, or a VQ-VAE prior) builds its `second_stage`
+    class when `model.autoencoder` is set."""
+    cls = get_family(cfg.family).model_for(cfg.model)
     source = cfg.model.autoencoder if cls.autoencoder_families else ""
     if not source:
         return cls(cfg.model, image_shape=image_shape, num_classes=num_classes)
@@ -48,8 +50,8 @@ def build_model(cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: 
 
 
 def memory_format_for(device: str | torch.device) -> torch.memory_format:
-    """channels_last on CUDA (cuDNN's fast layout: ddpm's DDIM 1.37-1.57x faster on an H100,
-    benchmarks/peers.py), contiguous elsewhere (slower on CPU: benchmarks/memory_format.py)."""
+    """channels_last on CUDA (cuDNN's fast layout, measured by benchmarks/peers.py), contiguous elsewhere
+    (slower on CPU, measured by benchmarks/memory_format.py)."""
     return torch.channels_last if torch.device(device).type == "cuda" else torch.contiguous_format
 
 

@@ -14,47 +14,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn as nn
 
-from genzoo.contract import GenerativeModel
+from genzoo.contract import GenerativeModel, classes
 from genzoo.errors import ConfigError
 from genzoo.models.diffusion import samplers
 from genzoo.models.diffusion.process import GaussianDiffusion
 from genzoo.models.unet import UNet, UNetConfig
-
-
-@dataclass
-class DDPMConfig:
-    # the network (models/unet.py)
-    channels: int = 128
-    ch_mult: tuple[int, ...] = (1, 2, 2, 2)
-    blocks: int = 2
-    attn_res: tuple[int, ...] = (16,)
-    heads: int = 1
-    dropout: float = 0.1
-    # the process (models/diffusion/process.py)
-    T: int = 1000
-    schedule: Literal["linear", "cosine"] = "linear"
-    objective: Literal["eps", "x0", "v"] = "eps"
-    min_snr_gamma: float = 0.0  # 0 = L_simple; 5 = min-SNR-5 weighting
-    # conditioning
-    class_cond: bool = False
-    p_uncond: float = 0.1  # label dropout for classifier-free guidance
-
-
-@dataclass
-class SamplerConfig:
-    name: Literal["ddpm", "ddim", "dpm++2m", "euler", "heun"] = "ddim"
-    steps: int = 50
-    eta: float = 0.0  # DDIM stochasticity: 0 deterministic, 1 ancestral
-    var: Literal["beta_tilde", "beta"] = "beta_tilde"  # ancestral sampler's variance
-    cfg_scale: float = 1.0  # classifier-free guidance; 1 = conditional model as trained
-    clip_x0: bool = True  # clip x0_hat to [-1, 1] at every step
-    compile: bool = False  # torch.compile the network for sampling (see DDPM.compiled_net)
 
 
 def cxx_compiler() -> str | None:
@@ -63,51 +32,19 @@ def cxx_compiler() -> str | None:
     return next((shutil.which(n) for n in names if shutil.which(n)), None)
 
 
-def unet_config(cfg) -> UNetConfig:
-    return UNetConfig(**{f.name: getattr(cfg, f.name) for f in fields(UNetConfig)})
-
-
-PRESETS = {
-    "tiny": {"model": {"channels": 8, "ch_mult": (1, 2), "blocks": 1, "attn_res": (8,), "dropout": 0.0, "T": 50},
-             "sampler": {"steps": 5},
-             "train": {"steps": 20, "batch_size": 32, "lr": 2e-3, "warmup_steps": 5, "ema_decay": 0.9,
-                       "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 16}},
-    # real MNIST on 2 CPU cores in at most 10 minutes of training: recognisable digits of every class
-    # (0.69M parameters; 136 training images/s on 2 idle cores, so 1200 steps of 64 take about 9.5 minutes).
-    # v-prediction: eps-prediction's x0 estimate at the cosine schedule's last step (alpha_bar 2.4e-9) amplifies
-    # the error 20000x, and DDIM's first step then writes that speckle into every sample (README, Diffusion)
-    "quick": {"model": {"channels": 16, "ch_mult": (1, 2, 4), "blocks": 1, "attn_res": (7,), "dropout": 0.0,
-                        "T": 1000, "schedule": "cosine", "objective": "v", "min_snr_gamma": 5.0,
-                        "class_cond": True},
-              "sampler": {"name": "ddim", "steps": 50},
-              "train": {"steps": 1200, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "ema_decay": 0.995,
-                        "sample_every": 400, "ckpt_every": 400}},
-    # one GPU: MNIST / Fashion-MNIST (28x28) or CIFAR-10 with ch_mult (1, 2, 2, 2)
-    "standard": {"model": {"channels": 64, "ch_mult": (1, 2, 2), "blocks": 2, "attn_res": (14, 7), "dropout": 0.1},
-                 "train": {"steps": 50000, "batch_size": 128, "lr": 2e-4, "warmup_steps": 1000, "ema_decay": 0.9999,
-                           "grad_clip": 1.0, "sample_every": 5000, "ckpt_every": 5000, "eval_every": 5000}},
-    # DDPM CIFAR-10 (Ho et al. 2020, App. B): 35.7M parameters, FID 3.17 (see ANCHORS.md)
-    "paper": {"model": {"channels": 128, "ch_mult": (1, 2, 2, 2), "blocks": 2, "attn_res": (16,), "dropout": 0.1,
-                        "T": 1000, "schedule": "linear", "objective": "eps"},
-              "sampler": {"name": "ddpm", "steps": 1000},
-              "data": {"dataset": "cifar10"},
-              "train": {"steps": 800000, "batch_size": 128, "lr": 2e-4, "warmup_steps": 5000, "ema_decay": 0.9999,
-                        "grad_clip": 1.0, "schedule": "constant", "weight_decay": 0.0,
-                        "sample_every": 10000, "ckpt_every": 10000, "eval_every": 0}},
-}
-
-
 class DDPM(GenerativeModel):
+    """The family: a denoiser `net(x_t, t, y)` (the U-Net unless given) trained and sampled by the process."""
+
     phases = ("main",)
     likelihood = "bound (VLB, estimated over timesteps)"
 
-    def __init__(self, cfg: DDPMConfig, image_shape: tuple[int, int, int], num_classes: int = 0, net=None):
+    def __init__(self, cfg: DiffusionConfig, image_shape: tuple[int, int, int], num_classes: int = 0, net=None):
         super().__init__()
         C, H, W = image_shape
         self.cfg, self.image_shape = cfg, tuple(image_shape)
-        self.num_classes = num_classes if cfg.class_cond else 0
+        self.num_classes = classes(cfg, num_classes)
         self.process = GaussianDiffusion(cfg.T, cfg.schedule, cfg.objective)
-        self.net = net if net is not None else UNet(unet_config(cfg), C, H, self.num_classes)
+        self.net = net if net is not None else UNet(cfg, C, H, self.num_classes)
 
     def parameters_for(self, phase: str):
         return self.parameters()
@@ -131,8 +68,8 @@ class DDPM(GenerativeModel):
         """The network's forward under `torch.compile` (inductor), built on first use and kept.
 
         A sampler calls the same network `steps` times on tensors of one shape, so one compilation serves
-        them all: on 2 CPU cores DDIM sampling of the quick U-Net ran 1.2-1.3x faster after a compile of
-        about 55 s (benchmarks/peers.py, model `ours_compiled`). The parameters stay inputs of the compiled
+        them all (benchmarks/peers.py, model `ours_compiled`, measures the speed-up and the compile time).
+        The parameters stay inputs of the compiled
         graph (no freezing), so EMA updates and `load_state_dict` are seen. On CPU inductor builds C++
         kernels and needs a C++ compiler."""
         fn = self.__dict__.get("_compiled_forward")
@@ -187,3 +124,71 @@ class DDPM(GenerativeModel):
         stratified timesteps (all of them with terms=0); conditional on the label for a conditional model."""
         y = self._labels(batch.labels, batch.images.shape[0])
         return self.process.bits_per_dim(self.denoiser(y), batch.images, terms=terms)
+
+
+# ----------------------------------------------------------------------------------------
+# configs and presets
+
+
+@dataclass
+class DiffusionConfig:
+    """The process and the conditioning, shared by the three diffusion families (ddpm, dit, ldm): each
+    family's config extends it with its network's keys, so every key stays flat (`--set model.T=...`)."""
+
+    T: int = 1000
+    schedule: Literal["linear", "cosine"] = "linear"
+    objective: Literal["eps", "x0", "v"] = "eps"
+    min_snr_gamma: float = 0.0  # 0 = L_simple; 5 = min-SNR-5 weighting
+    class_cond: bool = False
+    p_uncond: float = 0.1  # label dropout for classifier-free guidance
+
+
+@dataclass
+class DDPMConfig(DiffusionConfig, UNetConfig):
+    """The U-Net's keys (models/unet.py) and the process's (DiffusionConfig)."""
+
+
+@dataclass
+class SamplerConfig:
+    """The sampling knobs of the three diffusion families (`DDPM.sample_x0`)."""
+
+    name: Literal["ddpm", "ddim", "dpm++2m", "euler", "heun"] = "ddim"
+    steps: int = 50
+    eta: float = 0.0  # DDIM stochasticity: 0 deterministic, 1 ancestral
+    var: Literal["beta_tilde", "beta"] = "beta_tilde"  # ancestral sampler's variance
+    cfg_scale: float = 1.0  # classifier-free guidance; 1 = conditional model as trained
+    clip_x0: bool = True  # clip x0_hat to [-1, 1] at every step
+    compile: bool = False  # torch.compile the network for sampling (see DDPM.compiled_net)
+
+
+PRESETS = {
+    # seconds on CPU: for tests and smoke runs, not for quality
+    "tiny": {"model": {"channels": 8, "ch_mult": (1, 2), "blocks": 1, "attn_res": (8,), "dropout": 0.0, "T": 50},
+             "sampler": {"steps": 5},
+             "train": {"steps": 20, "batch_size": 32, "lr": 2e-3, "warmup_steps": 5, "ema_decay": 0.9,
+                       "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 16}},
+    # real MNIST on 2 CPU cores in about 10 minutes of training: recognisable digits of every class.
+    # v-prediction: eps-prediction's x0 estimate at the cosine schedule's last step divides the error by
+    # sqrt(alpha_bar_T), and DDIM's first step then writes that speckle into every sample (README, Diffusion)
+    "quick": {"model": {"channels": 16, "ch_mult": (1, 2, 4), "blocks": 1, "attn_res": (7,), "dropout": 0.0,
+                        "T": 1000, "schedule": "cosine", "objective": "v", "min_snr_gamma": 5.0,
+                        "class_cond": True},
+              "sampler": {"name": "ddim", "steps": 50},
+              "train": {"steps": 1200, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "ema_decay": 0.995,
+                        "sample_every": 400, "ckpt_every": 400}},
+    # one GPU: MNIST / Fashion-MNIST (28x28) or CIFAR-10 with ch_mult (1, 2, 2, 2)
+    "standard": {"model": {"channels": 64, "ch_mult": (1, 2, 2), "blocks": 2, "attn_res": (14, 7), "dropout": 0.1},
+                 "train": {"steps": 50000, "batch_size": 128, "lr": 2e-4, "warmup_steps": 1000, "ema_decay": 0.9999,
+                           "grad_clip": 1.0, "sample_every": 5000, "ckpt_every": 5000, "eval_every": 5000}},
+    # the DDPM paper's CIFAR-10 model (Ho et al. 2020, App. B), to set beside its published FID
+    "paper": {"model": {"channels": 128, "ch_mult": (1, 2, 2, 2), "blocks": 2, "attn_res": (16,), "dropout": 0.1,
+                        "T": 1000, "schedule": "linear", "objective": "eps"},
+              "sampler": {"name": "ddpm", "steps": 1000},
+              "data": {"dataset": "cifar10"},
+              "train": {"steps": 800000, "batch_size": 128, "lr": 2e-4, "warmup_steps": 5000, "ema_decay": 0.9999,
+                        "grad_clip": 1.0, "schedule": "constant", "weight_decay": 0.0,
+                        "sample_every": 10000, "ckpt_every": 10000, "eval_every": 0}},
+}
+
+DESCRIPTION = "pixel diffusion with the DDPM U-Net: eps/x0/v, DDPM/DDIM/DPM-Solver++/Heun, CFG"
+Model, Config = DDPM, DDPMConfig

@@ -43,7 +43,8 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
     return torch.round((x.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
 
 
-def nats_to_bits_per_dim(nats: torch.Tensor, dims: int) -> torch.Tensor:
+def nats_to_bits_per_dim(nats: torch.Tensor, dims: int = 1) -> torch.Tensor:
+    """-log p in nats over `dims` dimensions -> bits/dim (dims = 1: nats already per dimension -> bits)."""
     return nats / (dims * math.log(2.0))
 
 

@@ -13,7 +13,6 @@ The `dit` family is the same Gaussian diffusion, samplers and classifier-free gu
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,27 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from genzoo.models.ddpm import DDPM, SamplerConfig  # noqa: F401  (SamplerConfig: the same knobs as ddpm)
+from genzoo.contract import classes
+from genzoo.models.ddpm import DDPM, DiffusionConfig, SamplerConfig  # noqa: F401  (SamplerConfig: ddpm's knobs)
 from genzoo.models.layers import timestep_embedding
-
-
-@dataclass
-class DiTConfig:
-    # the network
-    patch: int = 2
-    hidden: int = 384  # D
-    depth: int = 12
-    heads: int = 6
-    mlp_ratio: float = 4.0
-    pos: Literal["sincos", "learned"] = "sincos"
-    dropout: float = 0.0  # not used by DiT; kept so that presets read alike
-    # the process (as in ddpm)
-    T: int = 1000
-    schedule: Literal["linear", "cosine"] = "linear"
-    objective: Literal["eps", "x0", "v"] = "eps"
-    min_snr_gamma: float = 0.0
-    class_cond: bool = False
-    p_uncond: float = 0.1
 
 
 def sincos_2d(D: int, h: int, w: int) -> torch.Tensor:
@@ -84,7 +65,9 @@ class DiTBlock(nn.Module):
 
 
 class DiT(nn.Module):
-    def __init__(self, cfg: DiTConfig, in_channels: int, image_size: tuple[int, int], num_classes: int = 0,
+    """The denoiser: patchify, + positions, adaLN-Zero blocks conditioned on embed(t) + embed(y), unpatchify."""
+
+    def __init__(self, cfg: DiTNetConfig, in_channels: int, image_size: tuple[int, int], num_classes: int = 0,
                  out_channels: int | None = None):
         super().__init__()
         H, W = image_size
@@ -131,20 +114,40 @@ class DiTDiffusion(DDPM):
 
     def __init__(self, cfg: DiTConfig, image_shape: tuple[int, int, int], num_classes: int = 0):
         C, H, W = image_shape
-        net = DiT(cfg, C, (H, W), num_classes if cfg.class_cond else 0)
+        net = DiT(cfg, C, (H, W), classes(cfg, num_classes))
         super().__init__(cfg, image_shape, num_classes, net=net)
 
 
+# ----------------------------------------------------------------------------------------
+# configs and presets
+
+
+@dataclass
+class DiTNetConfig:
+    """The network's keys (also part of LDMConfig, for model.denoiser=dit)."""
+
+    patch: int = 2
+    hidden: int = 384  # D
+    depth: int = 12
+    heads: int = 6
+    mlp_ratio: float = 4.0
+    pos: Literal["sincos", "learned"] = "sincos"
+
+
+@dataclass
+class DiTConfig(DiffusionConfig, DiTNetConfig):
+    """The network's keys and the process's (DiffusionConfig, as in ddpm)."""
+
+
 PRESETS = {
+    # seconds on CPU: for tests and smoke runs, not for quality
     "tiny": {"model": {"patch": 4, "hidden": 32, "depth": 2, "heads": 2, "T": 50},
              "sampler": {"steps": 5},
              "train": {"steps": 20, "batch_size": 32, "lr": 2e-3, "warmup_steps": 5, "ema_decay": 0.9,
                        "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 16}},
-    # real MNIST on 2 CPU cores in at most 10 minutes: a DiT-S-like model at small scale, 4x4 patches (49 tokens).
-    # Measured: 2400 steps of 32 train in 536 s on 2 idle cores; FD 161 at cfg 1 (n = 1000) and clean requested
-    # digits at cfg 3 (README). At the same 76.8k images, 1200 steps of 64 gave FD 322 and blocky strokes;
-    # U-ViT long skips (tried in commit 82a519d, since removed) gave FD 616; 2400 steps of 64 gave FD 83
-    # (H100 sweep, benchmarks/results/sweep_quick_h100.jsonl): at this budget the number of steps is what counts.
+    # real MNIST on 2 CPU cores in about 10 minutes: a DiT-S-like model at small scale, 4x4 patches (49 tokens);
+    # many small steps rather than fewer large ones, since at this budget the number of steps is what counts
+    # (README, Diffusion; benchmarks/results/sweep_quick_h100.jsonl)
     "quick": {"model": {"patch": 4, "hidden": 128, "depth": 6, "heads": 4, "T": 1000, "schedule": "cosine",
                         "objective": "v", "min_snr_gamma": 5.0, "class_cond": True},
               "sampler": {"name": "ddim", "steps": 50},
@@ -155,3 +158,8 @@ PRESETS = {
                  "train": {"steps": 100000, "batch_size": 256, "lr": 1e-4, "warmup_steps": 1000, "ema_decay": 0.9999,
                            "weight_decay": 0.0, "sample_every": 5000, "ckpt_every": 5000, "eval_every": 5000}},
 }
+
+
+RETIRED_KEYS = ("dropout",)  # an unused key that configs saved before its removal still carry
+DESCRIPTION = "diffusion transformer (adaLN-Zero) on pixels: the ddpm process and samplers"
+Model, Config = DiTDiffusion, DiTConfig

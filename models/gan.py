@@ -24,52 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-from genzoo.contract import GenerativeModel
+from genzoo.contract import GenerativeModel, classes
 from genzoo.models.layers import group_norm
-
-
-@dataclass
-class GANConfig:
-    z_dim: int = 64
-    channels: int = 32  # G's last / D's first width; widths double per level
-    levels: int = 2  # x2 upsamplings in G (and downsamplings in D): images start at H / 2^levels
-    loss: Literal["ns", "hinge"] = "ns"
-    d_norm: Literal["spectral", "batch", "none"] = "spectral"
-    r1_gamma: float = 0.0  # weight of the R1 penalty on real data; 0 = off
-    class_cond: bool = False
-
-
-@dataclass
-class SamplerConfig:
-    truncation: float = 1.0  # z ~ N(0, truncation^2 I); < 1 trades diversity for fidelity
-
-
-PRESETS = {
-    # seconds on CPU: for tests and smoke runs, not for quality
-    "tiny": {"model": {"z_dim": 16, "channels": 8},
-             "train": {"steps": 20, "batch_size": 32, "lr": 2e-4, "beta1": 0.5, "warmup_steps": 0,
-                       "schedule": "constant", "ema_decay": 0.9, "grad_clip": 0.0, "log_every": 5,
-                       "sample_every": 0, "ckpt_every": 10, "n_grid": 16}},
-    # real MNIST on 2 CPU cores in under five minutes: hinge loss, Adam 2e-4 beta1 0.5, and the R1 penalty
-    # instead of spectral norm (with SN the conditional model collapsed within each class: benchmarks/README.md)
-    "quick": {"model": {"z_dim": 64, "channels": 16, "levels": 2, "loss": "hinge", "d_norm": "none",
-                        "r1_gamma": 10.0},
-              "train": {"steps": 2000, "batch_size": 64, "lr": 2e-4, "beta1": 0.5, "warmup_steps": 0,
-                        "schedule": "constant", "ema_decay": 0.999, "grad_clip": 0.0, "sample_every": 500,
-                        "ckpt_every": 500, "eval_every": 250}},
-    # one GPU, MNIST / Fashion-MNIST / CIFAR-10: hinge + SN with two time-scales (SNGAN / TTUR settings)
-    "standard": {"model": {"z_dim": 128, "channels": 64, "levels": 2, "loss": "hinge", "d_norm": "spectral"},
-                 "train": {"steps": 50000, "batch_size": 64, "lr": 2e-4, "phase_lr": (4e-4, 1e-4), "beta1": 0.0,
-                           "beta2": 0.9, "warmup_steps": 0, "schedule": "constant", "ema_decay": 0.999,
-                           "grad_clip": 0.0, "sample_every": 2500, "ckpt_every": 2500}},
-    # DCGAN on CIFAR-10 (Radford et al. 2016; 4x4 -> 32x32, widths 512..64, BN in both nets, non-saturating,
-    # Adam 2e-4 beta1 0.5, batch 128). Published PyTorch reimplementation: FID 42.7 (50k samples vs train).
-    "paper": {"model": {"z_dim": 100, "channels": 64, "levels": 3, "loss": "ns", "d_norm": "batch"},
-              "data": {"dataset": "cifar10"},
-              "train": {"steps": 50000, "batch_size": 128, "lr": 2e-4, "beta1": 0.5, "warmup_steps": 0,
-                        "schedule": "constant", "ema_decay": 0.999, "grad_clip": 0.0, "sample_every": 2500,
-                        "ckpt_every": 2500}},
-}
 
 
 class Generator(nn.Module):
@@ -133,6 +89,8 @@ def frozen(module: nn.Module):
 
 
 class GAN(GenerativeModel):
+    """The family: generator and discriminator, one optimizer phase each."""
+
     phases = ("disc", "gen")
 
     def __init__(self, cfg: GANConfig, image_shape: tuple[int, int, int], num_classes: int = 0):
@@ -141,7 +99,7 @@ class GAN(GenerativeModel):
         if H % 2 ** cfg.levels or W % 2 ** cfg.levels:
             raise ValueError(f"image size {H}x{W} is not divisible by 2^{cfg.levels}; change model.levels")
         self.cfg, self.image_shape = cfg, tuple(image_shape)
-        self.num_classes = num_classes if cfg.class_cond else 0
+        self.num_classes = classes(cfg, num_classes)
         emb = 32 if self.num_classes else 0
         self.label_emb = nn.Embedding(self.num_classes, emb) if self.num_classes else None
         self.G = Generator(cfg, image_shape, emb)
@@ -159,17 +117,10 @@ class GAN(GenerativeModel):
             z = torch.cat([z, self.label_emb(y)], dim=1)  # (B, z_dim + emb)
         return self.G(z)
 
-    def _labels(self, labels, n):
-        if not self.num_classes:
-            return None
-        if labels is None:
-            raise ValueError("this GAN is class-conditional: pass labels")
-        return labels.view(n)
-
     def loss(self, batch, phase: str) -> dict[str, torch.Tensor]:
         x = batch.images
         B = x.shape[0]
-        y = self._labels(batch.labels, B)
+        y = self.class_labels(batch.labels, B)
         z = torch.randn(B, self.cfg.z_dim, device=x.device)
         if phase == "disc":
             with torch.no_grad():
@@ -204,4 +155,56 @@ class GAN(GenerativeModel):
                truncation: float = 1.0) -> torch.Tensor:
         device = self.G.fc.weight.device
         z = truncation * torch.randn(n, self.cfg.z_dim, generator=generator, device=device)  # (n, z_dim)
-        return self.generate(z, self._labels(labels, n)).clamp(-1, 1)
+        return self.generate(z, self.class_labels(labels, n)).clamp(-1, 1)
+
+
+# ----------------------------------------------------------------------------------------
+# configs and presets
+
+
+@dataclass
+class GANConfig:
+    z_dim: int = 64
+    channels: int = 32  # G's last / D's first width; widths double per level
+    levels: int = 2  # x2 upsamplings in G (and downsamplings in D): images start at H / 2^levels
+    loss: Literal["ns", "hinge"] = "ns"
+    d_norm: Literal["spectral", "batch", "none"] = "spectral"
+    r1_gamma: float = 0.0  # weight of the R1 penalty on real data; 0 = off
+    class_cond: bool = False
+
+
+@dataclass
+class SamplerConfig:
+    truncation: float = 1.0  # z ~ N(0, truncation^2 I); < 1 trades diversity for fidelity
+
+
+PRESETS = {
+    # seconds on CPU: for tests and smoke runs, not for quality
+    "tiny": {"model": {"z_dim": 16, "channels": 8},
+             "train": {"steps": 20, "batch_size": 32, "lr": 2e-4, "beta1": 0.5, "warmup_steps": 0,
+                       "schedule": "constant", "ema_decay": 0.9, "grad_clip": 0.0, "log_every": 5,
+                       "sample_every": 0, "ckpt_every": 10, "n_grid": 16}},
+    # real MNIST on 2 CPU cores in under five minutes: hinge loss, Adam 2e-4 beta1 0.5, and the R1 penalty
+    # instead of spectral norm (with SN the conditional model collapsed within each class: benchmarks/README.md)
+    "quick": {"model": {"z_dim": 64, "channels": 16, "levels": 2, "loss": "hinge", "d_norm": "none",
+                        "r1_gamma": 10.0},
+              "train": {"steps": 2000, "batch_size": 64, "lr": 2e-4, "beta1": 0.5, "warmup_steps": 0,
+                        "schedule": "constant", "ema_decay": 0.999, "grad_clip": 0.0, "sample_every": 500,
+                        "ckpt_every": 500, "eval_every": 250}},
+    # one GPU, MNIST / Fashion-MNIST / CIFAR-10: hinge + SN with two time-scales (SNGAN / TTUR settings)
+    "standard": {"model": {"z_dim": 128, "channels": 64, "levels": 2, "loss": "hinge", "d_norm": "spectral"},
+                 "train": {"steps": 50000, "batch_size": 64, "lr": 2e-4, "phase_lr": (4e-4, 1e-4), "beta1": 0.0,
+                           "beta2": 0.9, "warmup_steps": 0, "schedule": "constant", "ema_decay": 0.999,
+                           "grad_clip": 0.0, "sample_every": 2500, "ckpt_every": 2500}},
+    # DCGAN on CIFAR-10 (Radford et al. 2016; 4x4 -> 32x32, widths 512..64, BN in both nets, non-saturating,
+    # Adam 2e-4 beta1 0.5, batch 128), to set beside a published reimplementation's FID
+    "paper": {"model": {"z_dim": 100, "channels": 64, "levels": 3, "loss": "ns", "d_norm": "batch"},
+              "data": {"dataset": "cifar10"},
+              "train": {"steps": 50000, "batch_size": 128, "lr": 2e-4, "beta1": 0.5, "warmup_steps": 0,
+                        "schedule": "constant", "ema_decay": 0.999, "grad_clip": 0.0, "sample_every": 2500,
+                        "ckpt_every": 2500}},
+}
+
+
+DESCRIPTION = "DCGAN: non-saturating or hinge loss, spectral norm, R1, projection discriminator"
+Model, Config = GAN, GANConfig

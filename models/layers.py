@@ -61,6 +61,18 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+def conv_encoder(in_channels: int, widths: list[int], blocks: int) -> list[nn.Module]:
+    """The convolutional encoder of the vae and the vqvae, as a list of layers:
+    conv3x3 to widths[0], then per resolution `blocks` residual blocks and a strided halving to the next width.
+    (B, in_channels, H, W) -> (B, widths[-1], H / 2^(len(widths) - 1), W / 2^(len(widths) - 1))."""
+    layers = [nn.Conv2d(in_channels, widths[0], 3, padding=1), nn.SiLU()]
+    for i, w in enumerate(widths):
+        layers += [ResBlock(w, w) for _ in range(blocks)]
+        if i < len(widths) - 1:
+            layers += [Downsample(w, widths[i + 1]), nn.SiLU()]
+    return layers
+
+
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of (possibly fractional) timesteps, as in the Transformer and DDPM: (B,) -> (B, dim)."""
     half = dim // 2

@@ -2,7 +2,8 @@
 
 Stage 1 is a finished zoo run: a `vae` with a spatial latent (model.latent_channels > 0; z = the posterior
 mean) or a `vqvae` (z = the encoder output before quantisation, and the decoder quantises: LDM's
-"VQ-reg"). Stage 2 trains a denoiser, the U-Net or DiT, on
+"VQ-reg"). Both give the same two methods, `encode_latents(images) -> z` and `decode_latents(z) -> images`,
+so this family never asks which of the two it holds. Stage 2 trains a denoiser, the U-Net or DiT, on
 
     z = latent_scale * E(x),   latent_scale = 1 / std(E(x_train))   (LDM §4.3.2: unit-variance latents)
 
@@ -16,58 +17,24 @@ autoencoder's weights (train/latents.py). `sample` draws z with any sampler and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn as nn
 
-from genzoo.contract import Batch, GenerativeModel
+from genzoo.contract import Batch, GenerativeModel, classes
 from genzoo.errors import ConfigError
-from genzoo.models.ddpm import DDPM, unet_config
-from genzoo.models.dit import DiT, DiTConfig
+from genzoo.models import ddpm
+from genzoo.models.ddpm import DDPM, DiffusionConfig
+from genzoo.models.dit import DiT, DiTNetConfig
 from genzoo.models.distributions import quantize
-from genzoo.models.unet import UNet
-
-
-@dataclass
-class LDMConfig:
-    autoencoder: str = ""  # the first stage: a finished vae (latent_channels > 0) or vqvae run directory
-    denoiser: Literal["unet", "dit"] = "unet"
-    # U-Net (models/unet.py)
-    channels: int = 64
-    ch_mult: tuple[int, ...] = (1, 2)
-    blocks: int = 2
-    attn_res: tuple[int, ...] = (4,)
-    heads: int = 1
-    dropout: float = 0.0
-    # DiT (models/dit.py); heads is shared with the U-Net's
-    patch: int = 1
-    hidden: int = 128
-    depth: int = 6
-    mlp_ratio: float = 4.0
-    pos: Literal["sincos", "learned"] = "sincos"
-    # the process (as in ddpm)
-    T: int = 1000
-    schedule: Literal["linear", "cosine"] = "linear"
-    objective: Literal["eps", "x0", "v"] = "eps"
-    min_snr_gamma: float = 0.0
-    class_cond: bool = False
-    p_uncond: float = 0.1
-
-
-@dataclass
-class SamplerConfig:
-    name: Literal["ddpm", "ddim", "dpm++2m", "euler", "heun"] = "ddim"
-    steps: int = 50
-    eta: float = 0.0
-    var: Literal["beta_tilde", "beta"] = "beta_tilde"
-    cfg_scale: float = 1.0
-    clip_x0: bool = False  # latents are not bounded like pixels
-    compile: bool = False  # torch.compile the denoiser for sampling (DDPM.compiled_net)
+from genzoo.models.unet import UNet, UNetConfig
 
 
 class LatentDiffusion(GenerativeModel):
+    """The family: a frozen first stage (encode, decode) and a DDPM over its scaled latents."""
+
     phases = ("main",)
     autoencoder_families = ("vae", "vqvae")
     uses_latents = True
@@ -79,22 +46,18 @@ class LatentDiffusion(GenerativeModel):
         if autoencoder is None:
             raise ConfigError("ldm needs a first stage: train one (`genzoo train vae --set model.latent_channels=4 "
                               "--out runs/ae`, or a vqvae) and pass --set model.autoencoder=runs/ae")
-        if getattr(autoencoder.cfg, "class_cond", False):
+        if autoencoder.num_classes:
             raise ConfigError("the autoencoder of an ldm must be unconditional (model.class_cond=false)")
-        if hasattr(autoencoder.cfg, "latent_channels") and not autoencoder.cfg.latent_channels:
-            raise ConfigError("this vae has a vector latent; ldm needs a spatial one: train the vae with "
-                              "--set model.latent_channels=4")
         self.cfg, self.image_shape = cfg, tuple(image_shape)
         self.autoencoder = autoencoder.eval().requires_grad_(False)
         with torch.no_grad():
             self.latent_shape = tuple(self.encode(torch.zeros(1, *image_shape)).shape[1:])  # (c, h, w)
+        if len(self.latent_shape) != 3:
+            raise ConfigError("this vae has a vector latent; ldm needs a spatial one: train the vae with "
+                              "--set model.latent_channels=4")
         c, h, w = self.latent_shape
-        K = num_classes if cfg.class_cond else 0
-        if cfg.denoiser == "unet":
-            net = UNet(unet_config(cfg), c, h, K)
-        else:
-            dit = DiTConfig(**{f.name: getattr(cfg, f.name) for f in fields(DiTConfig) if hasattr(cfg, f.name)})
-            net = DiT(dit, c, (h, w), K)
+        K = classes(cfg, num_classes)
+        net = UNet(cfg, c, h, K) if cfg.denoiser == "unet" else DiT(cfg, c, (h, w), K)
         self.diffusion = DDPM(cfg, self.latent_shape, num_classes, net=net)
         self.num_classes = self.diffusion.num_classes
         self.register_buffer("latent_scale", torch.ones(()))
@@ -108,16 +71,12 @@ class LatentDiffusion(GenerativeModel):
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) in [-1, 1] -> unscaled latents (B, c, h, w)."""
-        if hasattr(self.autoencoder, "quantize"):  # vqvae: before quantisation
-            return self.autoencoder.encode(images)
-        return self.autoencoder.encode(images, None)[0]  # vae: the posterior mean
+        return self.autoencoder.encode_latents(images)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Unscaled latents -> images in [-1, 1] on the 8-bit grid."""
-        if hasattr(self.autoencoder, "quantize"):
-            return quantize(self.autoencoder.decode(z, quantize=True))
-        return quantize(self.autoencoder.decode(z, None)[0])
+        return quantize(self.autoencoder.decode_latents(z))
 
     @torch.no_grad()
     def set_latent_scale(self, latents: torch.Tensor) -> None:
@@ -148,14 +107,44 @@ class LatentDiffusion(GenerativeModel):
         return self.decode(self.encode(batch.images))
 
 
+# ----------------------------------------------------------------------------------------
+# configs and presets
+
+
+@dataclass
+class LDMConfig(DiffusionConfig, DiTNetConfig, UNetConfig):
+    """The first stage, the choice of denoiser, both denoisers' keys (`heads` is shared) and the process's."""
+
+    autoencoder: str = ""  # the first stage: a finished vae (latent_channels > 0) or vqvae run directory
+    denoiser: Literal["unet", "dit"] = "unet"
+    # defaults sized for 7x7 latents: the U-Net's (models/unet.py) ...
+    channels: int = 64
+    ch_mult: tuple[int, ...] = (1, 2)
+    attn_res: tuple[int, ...] = (4,)
+    heads: int = 1
+    dropout: float = 0.0
+    # ... and the DiT's (models/dit.py)
+    patch: int = 1
+    hidden: int = 128
+    depth: int = 6
+
+
+@dataclass
+class SamplerConfig(ddpm.SamplerConfig):
+    """ddpm's knobs, without clipping: latents are not bounded like pixels."""
+
+    clip_x0: bool = False
+
+
 PRESETS = {
+    # seconds on CPU: for tests and smoke runs, not for quality
     "tiny": {"model": {"channels": 8, "ch_mult": (1,), "blocks": 1, "attn_res": (), "hidden": 32, "depth": 2,
                        "heads": 2, "T": 50},
              "sampler": {"steps": 5},
              "train": {"steps": 20, "batch_size": 32, "lr": 2e-3, "warmup_steps": 5, "ema_decay": 0.9,
                        "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 16}},
-    # MNIST latents of the vae quick preset with latent_channels=4 (4 x 7 x 7): no downsampling, 49 positions
-    # Measured on 2 idle cores (notebook 05): 419 s with the U-Net, 743 s with model.denoiser=dit; digits with both
+    # MNIST latents of the vae quick preset with latent_channels=4 (4 x 7 x 7): no downsampling, 49 positions;
+    # minutes on 2 CPU cores with either denoiser (README, notebook 05)
     "quick": {"model": {"channels": 64, "ch_mult": (1,), "blocks": 2, "attn_res": (7,), "hidden": 128, "depth": 6,
                         "heads": 4, "T": 1000, "schedule": "cosine", "objective": "v", "min_snr_gamma": 5.0,
                         "class_cond": True},
@@ -168,3 +157,7 @@ PRESETS = {
                  "train": {"steps": 50000, "batch_size": 256, "lr": 2e-4, "warmup_steps": 1000, "ema_decay": 0.9999,
                            "sample_every": 5000, "ckpt_every": 5000, "eval_every": 5000}},
 }
+
+
+DESCRIPTION = "latent diffusion on a finished vae / vqvae run (model.autoencoder=RUN), U-Net or DiT"
+Model, Config = LatentDiffusion, LDMConfig

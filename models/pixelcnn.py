@@ -34,49 +34,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from genzoo.contract import GenerativeModel
+from genzoo.contract import GenerativeModel, classes
+from genzoo.models.distributions import nats_to_bits_per_dim
 from genzoo.models.layers import sample_categorical
 
 LEVELS = 256  # 8-bit sub-pixel values
-
-
-@dataclass
-class PixelCNNConfig:
-    channels: int = 32  # width of both stacks
-    layers: int = 8  # gated layers; each widens the receptive field by kernel // 2 rows and columns
-    kernel: int = 3  # odd
-    head: int = 64  # hidden width of the output head, per sub-pixel
-    class_cond: bool = False  # a class embedding biases every gate (eq. 4)
-
-
-@dataclass
-class SamplerConfig:
-    temperature: float = 1.0  # softmax(logits / temperature); 0 = greedy
-    cache: bool = True  # reuse finished rows of the vertical stack (same samples, much faster)
-
-
-PRESETS = {
-    # seconds on CPU: for tests and smoke runs, not for quality
-    "tiny": {"model": {"channels": 8, "layers": 3, "head": 16},
-             "train": {"steps": 20, "batch_size": 16, "lr": 1e-2, "warmup_steps": 5, "ema_decay": 0.9,
-                       "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 4}},
-    # real MNIST, class-conditional: 32k images (1/2 epoch) in 4000 steps of 8. At this budget the number of
-    # steps is what counts: 1000 x 32 / 2000 x 16 / 4000 x 8 gave FD 250 / 183 / 127 (n = 500) on the same
-    # images; most classes are recognisable digits, 4 and 8 the weakest (README)
-    "quick": {"model": {"channels": 32, "layers": 6, "kernel": 5, "head": 64, "class_cond": True},
-              "train": {"steps": 4000, "batch_size": 8, "lr": 5e-3, "warmup_steps": 50, "ema_decay": 0.99,
-                        "log_every": 50, "sample_every": 0, "ckpt_every": 1000, "n_grid": 100}},
-    # one GPU: MNIST / Fashion-MNIST
-    "standard": {"model": {"channels": 128, "layers": 12, "kernel": 5, "head": 256},
-                 "train": {"steps": 40000, "batch_size": 128, "lr": 5e-4, "warmup_steps": 500, "ema_decay": 0.999,
-                           "sample_every": 5000, "ckpt_every": 2500}},
-    # Gated PixelCNN on CIFAR-10 (van den Oord et al. 2016, Table 1: 3.03 bits/dim): 20 layers,
-    # 384 feature maps, 5x5 kernels (Sec. 3.1); RMSProp in the paper, AdamW here.
-    "paper": {"model": {"channels": 384, "layers": 20, "kernel": 5, "head": 1024},
-              "data": {"dataset": "cifar10"},
-              "train": {"steps": 300000, "batch_size": 64, "lr": 3e-4, "warmup_steps": 1000, "ema_decay": 0.9995,
-                        "sample_every": 10000, "ckpt_every": 5000, "n_grid": 16}},
-}
 
 
 def gate(a: torch.Tensor) -> torch.Tensor:
@@ -127,6 +89,8 @@ class GatedLayer(nn.Module):
 
 
 class PixelCNN(GenerativeModel):
+    """The family: gated layers over the causal past, a 256-way head per sub-pixel, exact bits/dim."""
+
     phases = ("main",)
     likelihood = "exact"  # log_likelihood is -log2 p(x) / D
 
@@ -136,7 +100,7 @@ class PixelCNN(GenerativeModel):
             raise ValueError(f"model.kernel must be odd, got {cfg.kernel}")
         C = image_shape[0]
         self.cfg, self.image_shape = cfg, tuple(image_shape)
-        self.num_classes = num_classes if cfg.class_cond else 0
+        self.num_classes = classes(cfg, num_classes)
         width = cfg.channels
         self.label_emb = nn.Embedding(self.num_classes, width) if self.num_classes else None
         cond_dim = width if self.num_classes else 0
@@ -151,11 +115,8 @@ class PixelCNN(GenerativeModel):
 
     # -- the network ----------------------------------------------------------------------
     def _cond(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
-        if not self.num_classes:
-            return None
-        if labels is None:
-            raise ValueError("this PixelCNN is class-conditional: pass labels")
-        return self.label_emb(labels.view(n))  # (n, F)
+        y = self.class_labels(labels, n)
+        return None if y is None else self.label_emb(y)  # (n, F)
 
     def head(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Context h (B, F, R, W) and the pixels x (B, C, R, W) -> logits (B, C, 256, R, W)."""
@@ -187,13 +148,13 @@ class PixelCNN(GenerativeModel):
         return F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
 
     def loss(self, batch, phase: str = "main") -> dict[str, torch.Tensor]:
-        bpd = self._nll_nats(batch).mean() / math.log(2.0)
+        bpd = nats_to_bits_per_dim(self._nll_nats(batch).mean())
         return {"loss": bpd, "bpd": bpd.detach()}
 
     @torch.no_grad()
     def log_likelihood(self, batch) -> torch.Tensor:
         """Exact bits/dim per image: -sum_i log2 p(x_i | x_<i) / D."""
-        return self._nll_nats(batch).flatten(1).mean(1) / math.log(2.0)
+        return nats_to_bits_per_dim(self._nll_nats(batch).flatten(1).mean(1))
 
     def network_evaluations(self, **knobs) -> int:
         """Sequential network passes per sample: one per sub-pixel (partial passes with the cache)."""
@@ -234,3 +195,49 @@ class PixelCNN(GenerativeModel):
                 for ch in range(C):
                     draw(self.head(h[..., c:], x[:, :, r:r + 1, c:c + 1])[:, ch, :, 0, 0], r, c, ch)
         return x
+
+
+# ----------------------------------------------------------------------------------------
+# configs and presets
+
+
+@dataclass
+class PixelCNNConfig:
+    channels: int = 32  # width of both stacks
+    layers: int = 8  # gated layers; each widens the receptive field by kernel // 2 rows and columns
+    kernel: int = 3  # odd
+    head: int = 64  # hidden width of the output head, per sub-pixel
+    class_cond: bool = False  # a class embedding biases every gate (eq. 4)
+
+
+@dataclass
+class SamplerConfig:
+    temperature: float = 1.0  # softmax(logits / temperature); 0 = greedy
+    cache: bool = True  # reuse finished rows of the vertical stack (same samples, much faster)
+
+
+PRESETS = {
+    # seconds on CPU: for tests and smoke runs, not for quality
+    "tiny": {"model": {"channels": 8, "layers": 3, "head": 16},
+             "train": {"steps": 20, "batch_size": 16, "lr": 1e-2, "warmup_steps": 5, "ema_decay": 0.9,
+                       "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 4}},
+    # real MNIST, class-conditional: 32k images (1/2 epoch) in many small steps of 8, since at this budget
+    # the number of steps is what counts (README)
+    "quick": {"model": {"channels": 32, "layers": 6, "kernel": 5, "head": 64, "class_cond": True},
+              "train": {"steps": 4000, "batch_size": 8, "lr": 5e-3, "warmup_steps": 50, "ema_decay": 0.99,
+                        "log_every": 50, "sample_every": 0, "ckpt_every": 1000, "n_grid": 100}},
+    # one GPU: MNIST / Fashion-MNIST
+    "standard": {"model": {"channels": 128, "layers": 12, "kernel": 5, "head": 256},
+                 "train": {"steps": 40000, "batch_size": 128, "lr": 5e-4, "warmup_steps": 500, "ema_decay": 0.999,
+                           "sample_every": 5000, "ckpt_every": 2500}},
+    # Gated PixelCNN on CIFAR-10 (van den Oord et al. 2016, Table 1), to set beside its published bits/dim:
+    # 20 layers, 384 feature maps, 5x5 kernels (Sec. 3.1); RMSProp in the paper, AdamW here.
+    "paper": {"model": {"channels": 384, "layers": 20, "kernel": 5, "head": 1024},
+              "data": {"dataset": "cifar10"},
+              "train": {"steps": 300000, "batch_size": 64, "lr": 3e-4, "warmup_steps": 1000, "ema_decay": 0.9995,
+                        "sample_every": 10000, "ckpt_every": 5000, "n_grid": 16}},
+}
+
+
+DESCRIPTION = "Gated PixelCNN: 256-way softmax, exact bits/dim, class-conditional option"
+Model, Config = PixelCNN, PixelCNNConfig

@@ -6,13 +6,14 @@ Pixels (default): one token per sub-pixel, a 256-way categorical over its 8-bit 
 with the channels innermost (R, G, B of a pixel, then the next pixel): T = H * W * C. The likelihood
 is exact: `log_likelihood` gives bits/dim, and a model with all-zero logits scores exactly 8.
 
-VQ-VAE prior (`model.autoencoder=RUN_DIR`, a finished `vqvae` run): the tokens are the frozen VQ-VAE's
-code indices in raster order, T = h * w, the vocabulary is its codebook. `loss` encodes each batch
-to tokens (no gradient), `sample` draws a token grid and decodes it (van den Oord et al. 2017, Sec. 3.2,
-with a transformer instead of a PixelCNN over the latents, as in DALL-E 1). There is no pixel
-likelihood in this mode (the decoder is deterministic), so the model has no `log_likelihood` and
-`genzoo eval --metrics bpd` leaves it out; the exact NLL of the token grid is logged as
+VQ-VAE prior (`TokenPrior`, built when `model.autoencoder=RUN_DIR` names a finished `vqvae` run): the
+tokens are the frozen VQ-VAE's code indices in raster order, T = h * w, the vocabulary is its codebook.
+`loss` encodes each batch to tokens (no gradient), `sample` draws a token grid and decodes it (van den
+Oord et al. 2017, Sec. 3.2, with a transformer instead of a PixelCNN over the latents, as in DALL-E 1).
+There is no pixel likelihood (the decoder is deterministic), so the prior declares `likelihood = None`
+and `genzoo eval --metrics bpd` leaves it out; the exact NLL of the token grid is logged as
 `bits_per_token`. The autoencoder's weights are saved in this run's checkpoint, never trained.
+Both models are a `CausalTransformer` (the network and its sampler) that differ only in their tokens.
 
 Network (GPT-2 style): token + learned position embeddings, pre-norm blocks
 x += Attn(LN(x)); x += MLP(LN(x)) with causal `scaled_dot_product_attention`, a final LN and a linear
@@ -21,19 +22,20 @@ start embedding per class; one in all when unconditional), so position t predict
 `model.class_every=true` a second class embedding is added to the input at every position, as the
 conditional PixelCNN adds its class term in every layer (van den Oord et al. 2016, eq. 4): the start
 token alone is one position among 784 to attend to, and its samples often drew the wrong digit
-(23% against 37% of samples classified as the requested class, README).
+(docs/autoregressive.md measures how often).
 The learned position embedding is factorised over the grid, row + column (+ channel on pixels):
 pos(t) = P_row[r] + P_col[c] + P_chan[k] for the token s_t at (r, c, k), like the 2-D position
 encodings of the Image Transformer (Parmar et al. 2018, Sec. 3.2) but learned: what is learned about
-one row holds in every row. At the quick preset's budget it gave 1.068 test bits/dim against 1.119 for
-a free embedding per position (T x D, ImageGPT), whose samples had horizontal streaks (README).
+one row holds in every row. At the quick preset's budget it beat a free embedding per position (T x D,
+ImageGPT), whose samples had horizontal streaks (docs/autoregressive.md).
 With `model.above=true` (default) the input at position t also carries an embedding of the token one
 row up, s_{t - W C} (the same channel of the pixel above; zero in the first row): the left neighbour
 is already the input s_{t-1}, and the one above, which the streaks showed attention learns slowly,
 is now given directly, as a PixelCNN's first layer would. It adds a table of V x D parameters and no
 new dependency: s_{t - W C} precedes s_t, so the model stays causal (tested) and the KV cache exact.
 
-Sampling is one token at a time. With `kv_cache=True` (default) each step runs one new token through
+`CausalTransformer.embed` builds these inputs, for `forward` (all positions) and for the cached sampler
+(one position). Sampling is one token at a time. With `kv_cache=True` (default) each step runs one new token through
 the network and attends to the stored keys and values of the earlier ones (O(T) per step instead of
 O(T^2)); `kv_cache=False` recomputes the whole prefix each step. Both give the same samples for a
 seed (Gumbel-max draws, see `layers.sample_categorical`); benchmarks/kv_cache.py measures the speed-up.
@@ -48,55 +50,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from genzoo.contract import GenerativeModel
+from genzoo.contract import GenerativeModel, classes
 from genzoo.errors import ConfigError
+from genzoo.models.distributions import nats_to_bits_per_dim
 from genzoo.models.layers import sample_categorical
 
 LEVELS = 256  # 8-bit sub-pixel values: the vocabulary on pixels
-
-
-@dataclass
-class TransformerConfig:
-    d_model: int = 64
-    n_layers: int = 4
-    n_heads: int = 4
-    mlp_ratio: int = 4
-    dropout: float = 0.0
-    class_cond: bool = False  # a start token per class
-    class_every: bool = False  # class_cond: also add a class embedding to every position's input
-    above: bool = True  # add an embedding of the token one row up to each input (see the module docstring)
-    autoencoder: str = ""  # a finished vqvae run directory: model its token grids (the VQ-VAE prior)
-
-
-@dataclass
-class SamplerConfig:
-    temperature: float = 1.0  # softmax(logits / temperature); 0 = greedy
-    top_k: int = 0  # sample among the k most likely tokens only; 0 = all
-    kv_cache: bool = True  # reuse the keys / values of earlier tokens (same samples, much faster)
-
-
-PRESETS = {
-    # seconds on CPU: for tests and smoke runs, not for quality
-    "tiny": {"model": {"d_model": 16, "n_layers": 2, "n_heads": 2},
-             "train": {"steps": 20, "batch_size": 16, "lr": 1e-2, "warmup_steps": 5, "ema_decay": 0.9,
-                       "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 4}},
-    # real MNIST pixels (T = 784), class-conditional with the class at every position: 36k images in 2240
-    # steps of 16. On an H100 sweep (n = 1000): FD 170, 56% of samples classified as the requested digit;
-    # at 1120 steps FD 362 and 37% (23% with the class only in the start token). Over the 5-minute CPU
-    # target: compute-bound at about 0.5 s a step on 2 cores (README)
-    "quick": {"model": {"d_model": 64, "n_layers": 4, "n_heads": 2, "class_cond": True, "class_every": True},
-              "train": {"steps": 2240, "batch_size": 16, "lr": 3e-3, "warmup_steps": 30, "ema_decay": 0.99,
-                        "log_every": 20, "sample_every": 0, "ckpt_every": 280, "n_grid": 100}},
-    # the VQ-VAE prior on MNIST, with model.autoencoder=RUN of a vqvae quick run (T = 7 x 7 = 49 tokens):
-    # 48k images, 142 s on 2 idle cores (notebook 03), recognisable digits, FD 154.6 (README)
-    "prior": {"model": {"d_model": 128, "n_layers": 4, "n_heads": 4, "class_cond": False},
-              "train": {"steps": 1500, "batch_size": 32, "lr": 2e-3, "warmup_steps": 100, "ema_decay": 0.995,
-                        "log_every": 50, "sample_every": 0, "ckpt_every": 500, "n_grid": 64}},
-    # one GPU: MNIST / Fashion-MNIST pixels (T = 784), or a VQ-VAE prior
-    "standard": {"model": {"d_model": 256, "n_layers": 8, "n_heads": 8, "dropout": 0.1},
-                 "train": {"steps": 40000, "batch_size": 64, "lr": 5e-4, "warmup_steps": 1000, "ema_decay": 0.999,
-                           "weight_decay": 0.01, "sample_every": 5000, "ckpt_every": 2500}},
-}
 
 
 class Block(nn.Module):
@@ -129,30 +88,18 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class Transformer(GenerativeModel):
-    phases = ("main",)
-    likelihood = "exact"  # of log_likelihood, on pixels
-    autoencoder_families = ("vqvae",)  # a prior over a finished VQ-VAE run's tokens (model.autoencoder)
+class CausalTransformer(GenerativeModel):
+    """The network and the token-by-token sampler of both models below; a subclass says what the tokens are
+    (`to_tokens`, `from_tokens`) on a grid of (rows, columns, channels) with `vocab` values."""
 
-    def __init__(self, cfg: TransformerConfig, image_shape: tuple[int, int, int], num_classes: int = 0,
-                 autoencoder: nn.Module | None = None):
+    phases = ("main",)
+    bits_name = "bpd"  # what the logged -log2 p(s) / T is called
+
+    def __init__(self, cfg: TransformerConfig, image_shape: tuple[int, int, int], num_classes: int, vocab: int,
+                 grid: tuple[int, int, int]):
         super().__init__()
-        if cfg.autoencoder and autoencoder is None:
-            raise ConfigError("model.autoencoder is set: build this model with genzoo.runs.build_model "
-                              "(as `genzoo train` does), which loads the frozen VQ-VAE run")
-        C, H, W = image_shape
-        self.cfg, self.image_shape = cfg, tuple(image_shape)
-        self.num_classes = num_classes if cfg.class_cond else 0
-        if autoencoder is not None:
-            self.likelihood = None  # a prior: no pixel likelihood
-        self.autoencoder = autoencoder  # frozen, eval mode (see train()); a submodule so .to() moves it
-        if autoencoder is None:
-            self.vocab, self.seq_len = LEVELS, C * H * W
-        else:
-            autoencoder.eval().requires_grad_(False)
-            h, w = autoencoder.latent_shape
-            self.vocab, self.seq_len = autoencoder.codebook_size, h * w
-        grid = (h, w, 1) if autoencoder is not None else (H, W, C)  # the token order: rows, columns, channels
+        self.cfg, self.image_shape, self.num_classes = cfg, tuple(image_shape), num_classes
+        self.vocab, self.seq_len = vocab, math.prod(grid)
         d = cfg.d_model
         self.tok_emb = nn.Embedding(self.vocab, d)
         self.row_len = grid[1] * grid[2]  # tokens per row: s_{t - row_len} is the one above s_t
@@ -168,37 +115,11 @@ class Transformer(GenerativeModel):
     def _init_weights(self):
         """GPT-2: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layers), zero biases."""
         for name, p in self.named_parameters():
-            if name.startswith("autoencoder."):
-                continue
             if name.endswith("bias"):
                 nn.init.zeros_(p)
             elif p.ndim >= 2 and "ln" not in name:
                 std = 0.02 / math.sqrt(2 * self.cfg.n_layers) if name.endswith(("proj.weight", "mlp.2.weight")) else 0.02
                 nn.init.normal_(p, std=std)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.autoencoder is not None:
-            self.autoencoder.eval()  # frozen first stage: never in training mode (no codebook updates)
-        return self
-
-    # -- images <-> token sequences ---------------------------------------------------------
-    def to_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) in [-1, 1] -> (B, T) int64: 8-bit values, channels innermost; or VQ code indices."""
-        if self.autoencoder is not None:
-            with torch.no_grad():
-                return self.autoencoder.encode_tokens(images).flatten(1)  # (B, h * w)
-        values = torch.round((images + 1) * 127.5).long().clamp(0, LEVELS - 1)
-        return values.permute(0, 2, 3, 1).flatten(1)  # (B, H * W * C)
-
-    def from_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T) -> (B, C, H, W) in [-1, 1]."""
-        B = tokens.shape[0]
-        if self.autoencoder is not None:
-            h, w = self.autoencoder.latent_shape
-            return self.autoencoder.decode_tokens(tokens.view(B, h, w))
-        C, H, W = self.image_shape
-        return tokens.view(B, H, W, C).permute(0, 3, 1, 2).float() / 127.5 - 1
 
     # -- the network ----------------------------------------------------------------------
     def positions(self) -> torch.Tensor:
@@ -206,29 +127,35 @@ class Transformer(GenerativeModel):
         pos = self.pos_row[:, None, None] + self.pos_col[None, :, None] + self.pos_chan[None, None, :]  # (H, W, C, D)
         return pos.flatten(0, 2)
 
-    def _start(self, labels: torch.Tensor | None, n: int) -> torch.Tensor:
-        if not self.num_classes:
-            return self.start.weight.expand(n, 1, -1)  # (n, 1, D)
-        if labels is None:
-            raise ValueError("this transformer is class-conditional: pass labels")
-        return self.start(labels.view(n, 1))  # (n, 1, D)
+    def embed(self, prefix: torch.Tensor, labels: torch.Tensor | None, first: int = 0) -> torch.Tensor:
+        """The inputs at positions first..t of [start, s_0, ..., s_{t-1}], for prefix = s_0..s_{t-1} (B, t):
+        (B, t + 1 - first, D). Position i holds s_{i-1} (the class's start token at i = 0) + its position
+        + the token one row up s_{i - row_len} (zero in the first row) + the class (with class_every).
+        `forward` embeds every position (first = 0), the cached sampler only the newest (first = t)."""
+        B, t = prefix.shape
+        x = self.tok_emb(prefix[:, max(first - 1, 0):])  # (B, t - max(first - 1, 0), D): s_{first-1} .. s_{t-1}
+        if first == 0:
+            y = self.class_labels(labels, B)
+            start = self.start.weight.expand(B, 1, -1) if y is None else self.start(y.view(B, 1))  # (B, 1, D)
+            x = torch.cat([start, x], dim=1)  # (B, t + 1, D)
+        x = x + self.positions()[first:t + 1]
+        if self.above_emb is not None and t + 1 > self.row_len:  # position i >= row_len gets s_{i - row_len}
+            above = self.above_emb(prefix[:, max(first - self.row_len, 0):t + 1 - self.row_len])
+            x = x + F.pad(above, (0, 0, x.shape[1] - above.shape[1], 0))
+        if self.class_emb is not None:
+            x = x + self.class_emb(labels.view(B, 1))  # (B, 1, D): the class at every position
+        return self.drop(x)
 
     def forward(self, prefix: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """prefix (B, t) tokens, t < T -> logits (B, t + 1, V); row i predicts token i from tokens < i."""
-        B, t = prefix.shape
-        x = torch.cat([self._start(labels, B), self.tok_emb(prefix)], dim=1) + self.positions()[:t + 1]  # (B, t+1, D)
-        if self.above_emb is not None and t + 1 > self.row_len:  # position i >= row_len gets s_{i - row_len}
-            x = x + F.pad(self.above_emb(prefix[:, :t + 1 - self.row_len]), (0, 0, self.row_len, 0))
-        if self.class_emb is not None:
-            x = x + self.class_emb(labels.view(B, 1))  # (B, 1, D): the class at every position
-        x = self.drop(x)
+        x = self.embed(prefix, labels)  # (B, t + 1, D)
         for block in self.blocks:
             x = block(x)
         return self.head(self.ln_f(x))
 
     # -- the family contract --------------------------------------------------------------
     def parameters_for(self, phase: str):
-        return [p for name, p in self.named_parameters() if not name.startswith("autoencoder.")]
+        return self.parameters()
 
     def _nll_nats(self, batch) -> torch.Tensor:
         """-log p(s_t | s_<t, y) per token, (B, T), in nats."""
@@ -237,51 +164,37 @@ class Transformer(GenerativeModel):
         return F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")
 
     def loss(self, batch, phase: str = "main") -> dict[str, torch.Tensor]:
-        bits = self._nll_nats(batch).mean() / math.log(2.0)
-        return {"loss": bits, ("bpd" if self.autoencoder is None else "bits_per_token"): bits.detach()}
-
-    @torch.no_grad()
-    def log_likelihood(self, batch) -> torch.Tensor:
-        """Exact bits/dim per image, (B,), on pixels (a prior declares likelihood = None: see token_bits)."""
-        if self.autoencoder is not None:
-            raise NotImplementedError("a VQ-VAE prior has no pixel likelihood; use token_bits for the token grid's NLL")
-        return self.token_bits(batch)
+        bits = nats_to_bits_per_dim(self._nll_nats(batch).mean())
+        return {"loss": bits, self.bits_name: bits.detach()}
 
     @torch.no_grad()
     def token_bits(self, batch) -> torch.Tensor:
         """Exact -log2 p(s) / T per image, (B,): bits/dim on pixels, bits per latent token for a prior."""
-        return self._nll_nats(batch).mean(1) / math.log(2.0)
+        return nats_to_bits_per_dim(self._nll_nats(batch).mean(1))
 
     def network_evaluations(self, **knobs) -> int:
-        """Sequential network passes per sample: one per token (+ the decoder for a prior)."""
-        return self.seq_len + (self.autoencoder is not None)
+        """Sequential network passes per sample: one per token."""
+        return self.seq_len
 
     @torch.no_grad()
     def sample_tokens(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
                       temperature: float = 1.0, top_k: int = 0, kv_cache: bool = True) -> torch.Tensor:
         """(n, T) tokens, drawn one at a time from p(s_t | s_<t, y)."""
-        device = self.head.weight.device
-        tokens = torch.zeros(n, self.seq_len, dtype=torch.long, device=device)
+        tokens = torch.zeros(n, self.seq_len, dtype=torch.long, device=self.head.weight.device)
         if not kv_cache:  # the reference: recompute the whole prefix for every token
             for t in range(self.seq_len):
                 logits = self(tokens[:, :t], labels)[:, -1]  # (n, V)
                 tokens[:, t] = sample_categorical(logits, generator, temperature, top_k)
             return tokens
         nh, hd = self.cfg.n_heads, self.cfg.d_model // self.cfg.n_heads
-        pos = self.positions()  # (T, D)
-        caches = [{"k": pos.new_zeros(n, nh, self.seq_len, hd),
-                   "v": pos.new_zeros(n, nh, self.seq_len, hd)} for _ in self.blocks]
-        x = self._start(labels, n)  # (n, 1, D): the input at position 0
-        cls = self.class_emb(labels.view(n, 1)) if self.class_emb is not None else 0.0  # (n, 1, D)
+        caches = [{"k": self.head.weight.new_zeros(n, nh, self.seq_len, hd),
+                   "v": self.head.weight.new_zeros(n, nh, self.seq_len, hd)} for _ in self.blocks]
         for t in range(self.seq_len):
-            h = x + pos[t] + cls
-            if self.above_emb is not None and t >= self.row_len:
-                h = h + self.above_emb(tokens[:, t - self.row_len:t - self.row_len + 1])  # (n, 1, D)
+            h = self.embed(tokens[:, :t], labels, first=t)  # (n, 1, D): the input at position t
             for block, cache in zip(self.blocks, caches):
                 h = block(h, cache, t)
             logits = self.head(self.ln_f(h))[:, -1]  # (n, V)
             tokens[:, t] = sample_categorical(logits, generator, temperature, top_k)
-            x = self.tok_emb(tokens[:, t:t + 1])  # (n, 1, D): the input at position t + 1
         return tokens
 
     @torch.no_grad()
@@ -290,3 +203,119 @@ class Transformer(GenerativeModel):
         tokens = self.sample_tokens(n, labels=labels, generator=generator, temperature=temperature, top_k=top_k,
                                     kv_cache=kv_cache)
         return self.from_tokens(tokens).clamp(-1, 1)
+
+
+class Transformer(CausalTransformer):
+    """The `transformer` family on pixels (ImageGPT): one token per sub-pixel, an exact likelihood."""
+
+    likelihood = "exact"  # of log_likelihood
+
+    def __init__(self, cfg: TransformerConfig, image_shape: tuple[int, int, int], num_classes: int = 0):
+        if cfg.autoencoder:
+            raise ConfigError("model.autoencoder is set: build this model with genzoo.runs.build_model "
+                              "(as `genzoo train` does), which loads the frozen VQ-VAE run")
+        C, H, W = image_shape
+        super().__init__(cfg, image_shape, classes(cfg, num_classes), LEVELS, (H, W, C))  # rows, columns, channels
+
+    def to_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) in [-1, 1] -> (B, T) int64: 8-bit values, channels innermost."""
+        values = torch.round((images + 1) * 127.5).long().clamp(0, LEVELS - 1)
+        return values.permute(0, 2, 3, 1).flatten(1)  # (B, H * W * C)
+
+    def from_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T) -> (B, C, H, W) in [-1, 1]."""
+        C, H, W = self.image_shape
+        return tokens.view(tokens.shape[0], H, W, C).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    @torch.no_grad()
+    def log_likelihood(self, batch) -> torch.Tensor:
+        """Exact bits/dim per image, (B,)."""
+        return self.token_bits(batch)
+
+
+class TokenPrior(CausalTransformer):
+    """The `transformer` family as the prior of a finished VQ-VAE run (`model.autoencoder=RUN`): its token grids."""
+
+    autoencoder_families = ("vqvae",)
+    bits_name = "bits_per_token"
+
+    def __init__(self, cfg: TransformerConfig, image_shape: tuple[int, int, int], num_classes: int = 0,
+                 autoencoder: nn.Module | None = None):
+        if autoencoder is None:
+            raise ConfigError("a transformer prior needs a finished vqvae run: pass --set model.autoencoder=RUN_DIR")
+        h, w = autoencoder.latent_shape
+        super().__init__(cfg, image_shape, classes(cfg, num_classes), autoencoder.codebook_size, (h, w, 1))
+        self.autoencoder = autoencoder.eval().requires_grad_(False)  # frozen; a submodule so .to() moves it
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.autoencoder.eval()  # frozen first stage: never in training mode (no codebook updates)
+        return self
+
+    def parameters_for(self, phase: str):
+        return [p for name, p in self.named_parameters() if not name.startswith("autoencoder.")]
+
+    def to_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) in [-1, 1] -> (B, h * w) int64 VQ code indices."""
+        with torch.no_grad():
+            return self.autoencoder.encode_tokens(images).flatten(1)
+
+    def from_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, h * w) -> (B, C, H, W) in [-1, 1], through the VQ-VAE's decoder."""
+        h, w = self.autoencoder.latent_shape
+        return self.autoencoder.decode_tokens(tokens.view(tokens.shape[0], h, w))
+
+    def network_evaluations(self, **knobs) -> int:
+        """Sequential network passes per sample: one per token, + the decoder."""
+        return self.seq_len + 1
+
+
+# ----------------------------------------------------------------------------------------
+# configs and presets
+
+
+@dataclass
+class TransformerConfig:
+    d_model: int = 64
+    n_layers: int = 4
+    n_heads: int = 4
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+    class_cond: bool = False  # a start token per class
+    class_every: bool = False  # class_cond: also add a class embedding to every position's input
+    above: bool = True  # add an embedding of the token one row up to each input (see the module docstring)
+    autoencoder: str = ""  # a finished vqvae run directory: model its token grids (TokenPrior, the VQ-VAE prior)
+
+
+@dataclass
+class SamplerConfig:
+    temperature: float = 1.0  # softmax(logits / temperature); 0 = greedy
+    top_k: int = 0  # sample among the k most likely tokens only; 0 = all
+    kv_cache: bool = True  # reuse the keys / values of earlier tokens (same samples, much faster)
+
+
+PRESETS = {
+    # seconds on CPU: for tests and smoke runs, not for quality
+    "tiny": {"model": {"d_model": 16, "n_layers": 2, "n_heads": 2},
+             "train": {"steps": 20, "batch_size": 16, "lr": 1e-2, "warmup_steps": 5, "ema_decay": 0.9,
+                       "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 4}},
+    # real MNIST pixels (T = 784), class-conditional with the class at every position (more samples of the
+    # requested digit than with the start token alone), in many small steps, which count more than their size
+    # at this budget; over the 5-minute CPU target, as it is compute-bound (docs/autoregressive.md)
+    "quick": {"model": {"d_model": 64, "n_layers": 4, "n_heads": 2, "class_cond": True, "class_every": True},
+              "train": {"steps": 2240, "batch_size": 16, "lr": 3e-3, "warmup_steps": 30, "ema_decay": 0.99,
+                        "log_every": 20, "sample_every": 0, "ckpt_every": 280, "n_grid": 100}},
+    # the VQ-VAE prior on MNIST, with model.autoencoder=RUN of a vqvae quick run (T = 7 x 7 = 49 tokens): a
+    # short sequence, so a wider model trains in minutes to recognisable digits (docs/autoregressive.md)
+    "prior": {"model": {"d_model": 128, "n_layers": 4, "n_heads": 4, "class_cond": False},
+              "train": {"steps": 1500, "batch_size": 32, "lr": 2e-3, "warmup_steps": 100, "ema_decay": 0.995,
+                        "log_every": 50, "sample_every": 0, "ckpt_every": 500, "n_grid": 64}},
+    # one GPU: MNIST / Fashion-MNIST pixels (T = 784), or a VQ-VAE prior
+    "standard": {"model": {"d_model": 256, "n_layers": 8, "n_heads": 8, "dropout": 0.1},
+                 "train": {"steps": 40000, "batch_size": 64, "lr": 5e-4, "warmup_steps": 1000, "ema_decay": 0.999,
+                           "weight_decay": 0.01, "sample_every": 5000, "ckpt_every": 2500}},
+}
+
+
+DESCRIPTION = "causal transformer over pixels (ImageGPT) or VQ-VAE tokens, KV cache"
+Model, SecondStage, Config = Transformer, TokenPrior, TransformerConfig

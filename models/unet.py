@@ -21,16 +21,6 @@ import torch.nn.functional as F
 from genzoo.models.layers import Downsample, ResBlock, Upsample, group_norm, timestep_embedding
 
 
-@dataclass
-class UNetConfig:
-    channels: int = 128  # width at full resolution
-    ch_mult: tuple[int, ...] = (1, 2, 2, 2)  # per resolution; len-1 downsamplings
-    blocks: int = 2  # residual blocks per resolution (encoder)
-    attn_res: tuple[int, ...] = (16,)  # feature-map sizes (H) with self-attention
-    heads: int = 1  # DDPM: one head
-    dropout: float = 0.1
-
-
 def zero_(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         nn.init.zeros_(p)
@@ -126,3 +116,19 @@ class UNet(nn.Module):
             else:
                 h = layer(h)
         return self.out(h)  # (B, out_channels, H, W)
+
+
+# ----------------------------------------------------------------------------------------
+# config
+
+
+@dataclass
+class UNetConfig:
+    """The network's keys (part of DDPMConfig and LDMConfig)."""
+
+    channels: int = 128  # width at full resolution
+    ch_mult: tuple[int, ...] = (1, 2, 2, 2)  # per resolution; len-1 downsamplings
+    blocks: int = 2  # residual blocks per resolution (encoder)
+    attn_res: tuple[int, ...] = (16,)  # feature-map sizes (H) with self-attention
+    heads: int = 1  # DDPM: one head
+    dropout: float = 0.1

@@ -18,49 +18,16 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from genzoo.contract import GenerativeModel
-from genzoo.models.distributions import discretized_logistic_log_prob, discretized_logistic_sample, quantize
-from genzoo.models.layers import Downsample, ResBlock, group_norm
-
-
-@dataclass
-class VAEConfig:
-    channels: int = 32  # width at full resolution
-    ch_mult: tuple[int, ...] = (1, 2)  # width multiplier per resolution; len-1 downsamplings
-    blocks: int = 1  # residual blocks per resolution (0 = a plain strided-conv encoder/decoder)
-    z_dim: int = 16  # size of the latent vector (when latent_channels = 0)
-    latent_channels: int = 0  # > 0: a spatial latent (latent_channels, H/down, W/down), the LDM first stage
-    beta: float = 1.0  # weight of the KL term in the training loss (1 = the ELBO)
-    class_cond: bool = False  # condition encoder and decoder on the label
-    scale: Literal["pixel", "shared"] = "pixel"  # decoder scale: per pixel, or one learned per channel (sigma-VAE)
-    min_log_scale: float = -7.0  # floor of the decoder's log-scale (PixelCNN++)
-
-
-@dataclass
-class SamplerConfig:
-    temperature: float = 1.0  # z ~ N(0, temperature^2 I)
-    decode: Literal["mean", "sample"] = "mean"  # decoder mean (usual figure) or a draw from p(x|z)
-
-
-PRESETS = {
-    # seconds on CPU: for tests and smoke runs, not for quality
-    "tiny": {"model": {"channels": 8, "ch_mult": (1, 2), "blocks": 0, "z_dim": 4},
-             "train": {"steps": 20, "batch_size": 32, "lr": 2e-3, "warmup_steps": 5, "ema_decay": 0.9,
-                       "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 16}},
-    # real MNIST on 2 CPU cores in a few minutes: recognisable digits of every class
-    "quick": {"model": {"channels": 16, "ch_mult": (1, 2, 4), "blocks": 0, "z_dim": 16, "scale": "pixel"},
-              "train": {"steps": 2100, "batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "ema_decay": 0.995,
-                        "sample_every": 500, "ckpt_every": 500}},
-    # one GPU: a wider, deeper model trained longer
-    "standard": {"model": {"channels": 64, "ch_mult": (1, 2, 2), "blocks": 2, "z_dim": 32},
-                 "train": {"steps": 30000, "batch_size": 128, "lr": 1e-3, "warmup_steps": 500, "ema_decay": 0.999,
-                           "sample_every": 2000, "ckpt_every": 2000}},
-}
+from genzoo.contract import GenerativeModel, classes
+from genzoo.models.distributions import (discretized_logistic_log_prob, discretized_logistic_sample,
+                                         nats_to_bits_per_dim, quantize)
+from genzoo.models.layers import ResBlock, conv_encoder, group_norm
 
 
 class VAE(GenerativeModel):
+    """The family: a conv encoder to q(z|x), a conv decoder to p(x|z), optionally class-conditional."""
+
     reconstructs = True
     phases = ("main",)
     likelihood = "bound (ELBO)"  # what log_likelihood returns: an upper bound on bits/dim
@@ -72,19 +39,14 @@ class VAE(GenerativeModel):
         if H % down or W % down:
             raise ValueError(f"image size {H}x{W} is not divisible by 2^{len(cfg.ch_mult) - 1}; change model.ch_mult")
         self.cfg, self.image_shape = cfg, tuple(image_shape)
-        self.num_classes = num_classes if cfg.class_cond else 0
+        self.num_classes = classes(cfg, num_classes)
         widths = [cfg.channels * m for m in cfg.ch_mult]
         self.h, self.w, c_top = H // down, W // down, widths[-1]
         emb = 64 if self.num_classes else 0
         self.label_emb = nn.Embedding(self.num_classes, emb) if self.num_classes else None
 
         # encoder: x (B, C, H, W) -> h (B, c_top, H/down, W/down) -> (mu, logvar)
-        enc = [nn.Conv2d(C, widths[0], 3, padding=1), nn.SiLU()]
-        for i, w in enumerate(widths):
-            enc += [ResBlock(w, w) for _ in range(cfg.blocks)]
-            if i < len(widths) - 1:
-                enc += [Downsample(w, widths[i + 1]), nn.SiLU()]
-        self.encoder = nn.Sequential(*enc)
+        self.encoder = nn.Sequential(*conv_encoder(C, widths, cfg.blocks))
         lc = cfg.latent_channels
         if lc:  # spatial: z (B, lc, h, w), as in the LDM autoencoders (Rombach et al. 2022)
             self.z_shape = (lc, self.h, self.w)
@@ -129,12 +91,14 @@ class VAE(GenerativeModel):
             mean, log_scale = out.chunk(2, dim=1)  # (B, C, H, W) each
         return mean, log_scale.clamp(min=self.cfg.min_log_scale)
 
-    def _labels(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
-        if not self.num_classes:
-            return None
-        if labels is None:
-            raise ValueError("this VAE is class-conditional: pass labels")
-        return labels.view(n)
+    # -- the latent space of a second stage (ldm): unconditional, z = the posterior mean -----------
+    def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) in [-1, 1] -> mu (B, *z_shape)."""
+        return self.encode(images, None)[0]
+
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, *z_shape) -> the decoder mean (B, C, H, W), unclamped."""
+        return self.decode(z, None)[0]
 
     # -- the family contract --------------------------------------------------------------
     def parameters_for(self, phase: str):
@@ -150,17 +114,17 @@ class VAE(GenerativeModel):
         return {"log_px_z": log_px_z, "kl": kl}
 
     def loss(self, batch, phase: str = "main") -> dict[str, torch.Tensor]:
-        x, y = batch.images, self._labels(batch.labels, batch.images.shape[0])
+        x, y = batch.images, self.class_labels(batch.labels, batch.images.shape[0])
         t = self._elbo_terms(x, y)
-        per_dim = math.log(2.0) * x[0].numel()  # nats -> bits/dim
-        recon, kl = -t["log_px_z"].mean() / per_dim, t["kl"].mean() / per_dim
+        D = x[0].numel()
+        recon, kl = nats_to_bits_per_dim(-t["log_px_z"].mean(), D), nats_to_bits_per_dim(t["kl"].mean(), D)
         return {"loss": recon + self.cfg.beta * kl, "recon_bpd": recon.detach(), "kl_bpd": kl.detach(),
                 "elbo_bpd": (recon + kl).detach()}
 
     @torch.no_grad()
     def log_likelihood(self, batch, k: int = 1) -> torch.Tensor:
         """Bits/dim per image, an upper bound on -log2 p(x) / D: the ELBO (k = 1) or the IWAE bound (k > 1)."""
-        x, y = batch.images, self._labels(batch.labels, batch.images.shape[0])
+        x, y = batch.images, self.class_labels(batch.labels, batch.images.shape[0])
         B, D = x.shape[0], x[0].numel()
         mu, logvar = self.encode(x, y)
         std = torch.exp(0.5 * logvar)
@@ -174,7 +138,7 @@ class VAE(GenerativeModel):
             log_qz = -0.5 * (eps.pow(2) + logvar + math.log(2 * math.pi)).flatten(1).sum(1)
             log_w.append(log_px_z + log_pz - log_qz)  # (B,)
         log_px = torch.logsumexp(torch.stack(log_w), dim=0) - math.log(k)  # (B,)
-        return -log_px / (D * math.log(2.0))
+        return nats_to_bits_per_dim(-log_px, D)
 
     def network_evaluations(self, **knobs) -> int:
         """Decoder passes per sample."""
@@ -182,8 +146,8 @@ class VAE(GenerativeModel):
 
     @torch.no_grad()
     def reconstruct(self, batch) -> torch.Tensor:
-        mu, _ = self.encode(batch.images, self._labels(batch.labels, batch.images.shape[0]))
-        mean, _ = self.decode(mu, self._labels(batch.labels, batch.images.shape[0]))
+        mu, _ = self.encode(batch.images, self.class_labels(batch.labels, batch.images.shape[0]))
+        mean, _ = self.decode(mu, self.class_labels(batch.labels, batch.images.shape[0]))
         return mean.clamp(-1, 1)
 
     @torch.no_grad()
@@ -191,9 +155,52 @@ class VAE(GenerativeModel):
                temperature: float = 1.0, decode: str = "mean") -> torch.Tensor:
         device = next(self.parameters()).device
         z = temperature * torch.randn(n, *self.z_shape, generator=generator, device=device)  # (n, *z_shape)
-        mean, log_scale = self.decode(z, self._labels(labels, n))
+        mean, log_scale = self.decode(z, self.class_labels(labels, n))
         if decode == "sample":
             return discretized_logistic_sample(mean, log_scale, generator)
         if decode != "mean":
             raise ValueError(f"decode must be 'mean' or 'sample', not {decode!r}")
         return quantize(mean)
+
+
+# ----------------------------------------------------------------------------------------
+# configs and presets
+
+
+@dataclass
+class VAEConfig:
+    channels: int = 32  # width at full resolution
+    ch_mult: tuple[int, ...] = (1, 2)  # width multiplier per resolution; len-1 downsamplings
+    blocks: int = 1  # residual blocks per resolution (0 = a plain strided-conv encoder/decoder)
+    z_dim: int = 16  # size of the latent vector (when latent_channels = 0)
+    latent_channels: int = 0  # > 0: a spatial latent (latent_channels, H/down, W/down), the LDM first stage
+    beta: float = 1.0  # weight of the KL term in the training loss (1 = the ELBO)
+    class_cond: bool = False  # condition encoder and decoder on the label
+    scale: Literal["pixel", "shared"] = "pixel"  # decoder scale: per pixel, or one learned per channel (sigma-VAE)
+    min_log_scale: float = -7.0  # floor of the decoder's log-scale (PixelCNN++)
+
+
+@dataclass
+class SamplerConfig:
+    temperature: float = 1.0  # z ~ N(0, temperature^2 I)
+    decode: Literal["mean", "sample"] = "mean"  # decoder mean (usual figure) or a draw from p(x|z)
+
+
+PRESETS = {
+    # seconds on CPU: for tests and smoke runs, not for quality
+    "tiny": {"model": {"channels": 8, "ch_mult": (1, 2), "blocks": 0, "z_dim": 4},
+             "train": {"steps": 20, "batch_size": 32, "lr": 2e-3, "warmup_steps": 5, "ema_decay": 0.9,
+                       "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 16}},
+    # real MNIST on 2 CPU cores in a few minutes: recognisable digits of every class, no residual blocks
+    "quick": {"model": {"channels": 16, "ch_mult": (1, 2, 4), "blocks": 0, "z_dim": 16, "scale": "pixel"},
+              "train": {"steps": 2100, "batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "ema_decay": 0.995,
+                        "sample_every": 500, "ckpt_every": 500}},
+    # one GPU: a wider, deeper model trained longer
+    "standard": {"model": {"channels": 64, "ch_mult": (1, 2, 2), "blocks": 2, "z_dim": 32},
+                 "train": {"steps": 30000, "batch_size": 128, "lr": 1e-3, "warmup_steps": 500, "ema_decay": 0.999,
+                           "sample_every": 2000, "ckpt_every": 2000}},
+}
+
+
+DESCRIPTION = "Gaussian VAE: ELBO, beta, IWAE bound, class-conditional option"
+Model, Config = VAE, VAEConfig

@@ -21,8 +21,8 @@ class-conditional). The learned prior is the `transformer` family trained on thi
 `genzoo train transformer --set model.autoencoder=RUN_DIR`.
 
 For second stages: `encode_tokens(images) -> (B, h, w)` and `decode_tokens(tokens) -> images`; for
-latent diffusion `encode(images) -> z_e` (continuous, before quantisation) and `decode(z)`, which snaps
-z to the nearest codes first (the "VQ-reg" use of Rombach et al. 2022, Sec. 3.1).
+latent diffusion `encode_latents(images) -> z_e` (continuous, before quantisation) and `decode_latents(z)`,
+which snaps z to the nearest codes first (the "VQ-reg" use of Rombach et al. 2022, Sec. 3.1).
 
 The trainer's EMA copies buffers from the live model, so the EMA model carries the live codebook
 with EMA-averaged encoder and decoder weights.
@@ -37,42 +37,8 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from genzoo.contract import GenerativeModel
-from genzoo.models.layers import Downsample, ResBlock, Upsample, group_norm
-
-
-@dataclass
-class VQVAEConfig:
-    channels: int = 32  # width at full resolution
-    ch_mult: tuple[int, ...] = (1, 2, 2)  # width multiplier per resolution; len-1 downsamplings (28 -> 7)
-    blocks: int = 1  # residual blocks per resolution
-    code_dim: int = 16  # D, the dimension of a code vector
-    codebook_size: int = 256  # K
-    beta: float = 0.25  # commitment weight (paper Sec. 4: 0.25)
-    decay: float = 0.99  # gamma of the EMA codebook (App. A.1: 0.99)
-    restart_threshold: float = 1.0  # codes used fewer times per batch (EMA) are restarted; 0 = never
-    class_cond: bool = False  # only the baseline unigram prior is per class; the autoencoder is unconditional
-
-
-@dataclass
-class SamplerConfig:
-    temperature: float = 1.0  # unigram prior p_j ~ usage_j^(1 / temperature)
-
-
-PRESETS = {
-    # seconds on CPU: for tests and smoke runs, not for quality
-    "tiny": {"model": {"channels": 8, "ch_mult": (1, 2), "blocks": 0, "code_dim": 4, "codebook_size": 16},
-             "train": {"steps": 20, "batch_size": 16, "lr": 3e-3, "warmup_steps": 5, "ema_decay": 0.9,
-                       "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 4}},
-    # real MNIST: 7x7 token grids, sharp reconstructions; 22k images, 123 CPU-seconds on one core (README)
-    "quick": {"model": {"channels": 32, "ch_mult": (1, 2, 2), "blocks": 0, "code_dim": 16, "codebook_size": 128},
-              "train": {"steps": 700, "batch_size": 32, "lr": 2e-3, "warmup_steps": 50, "ema_decay": 0.99,
-                        "log_every": 25, "sample_every": 0, "ckpt_every": 250}},
-    # one GPU: MNIST / Fashion-MNIST / CIFAR-10
-    "standard": {"model": {"channels": 128, "ch_mult": (1, 2, 2), "blocks": 2, "code_dim": 64, "codebook_size": 512},
-                 "train": {"steps": 30000, "batch_size": 128, "lr": 3e-4, "warmup_steps": 500, "ema_decay": 0.999,
-                           "sample_every": 2500, "ckpt_every": 2500}},
-}
+from genzoo.contract import GenerativeModel, classes
+from genzoo.models.layers import ResBlock, Upsample, conv_encoder, group_norm
 
 
 class VectorQuantizer(nn.Module):
@@ -130,6 +96,8 @@ class VectorQuantizer(nn.Module):
 
 
 class VQVAE(GenerativeModel):
+    """The family: conv encoder, EMA-codebook quantiser, conv decoder; a unigram prior to sample."""
+
     reconstructs = True
     phases = ("main",)
 
@@ -140,16 +108,12 @@ class VQVAE(GenerativeModel):
         if H % down or W % down:
             raise ValueError(f"image size {H}x{W} is not divisible by 2^{len(cfg.ch_mult) - 1}; change model.ch_mult")
         self.cfg, self.image_shape = cfg, tuple(image_shape)
-        self.num_classes = num_classes if cfg.class_cond else 0
+        self.num_classes = classes(cfg, num_classes)
         self.latent_shape, self.codebook_size, self.code_dim = (H // down, W // down), cfg.codebook_size, cfg.code_dim
         widths = [cfg.channels * m for m in cfg.ch_mult]
 
-        enc = [nn.Conv2d(C, widths[0], 3, padding=1), nn.SiLU()]
-        for i, w in enumerate(widths):
-            enc += [ResBlock(w, w) for _ in range(cfg.blocks)]
-            if i < len(widths) - 1:
-                enc += [Downsample(w, widths[i + 1]), nn.SiLU()]
-        self.encoder = nn.Sequential(*enc, group_norm(widths[-1]), nn.SiLU(), nn.Conv2d(widths[-1], cfg.code_dim, 1))
+        self.encoder = nn.Sequential(*conv_encoder(C, widths, cfg.blocks), group_norm(widths[-1]), nn.SiLU(),
+                                     nn.Conv2d(widths[-1], cfg.code_dim, 1))
 
         dec = [nn.Conv2d(cfg.code_dim, widths[-1], 3, padding=1), nn.SiLU()]
         for i in reversed(range(len(widths))):
@@ -192,6 +156,15 @@ class VQVAE(GenerativeModel):
     def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, h, w) int64 -> images (B, C, H, W) in [-1, 1]."""
         return self.decoder(self.embed_tokens(tokens)).clamp(-1, 1)
+
+    # -- the latent space of a second stage (ldm): z_e before quantisation ("VQ-reg") ------------
+    def encode_latents(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) in [-1, 1] -> z_e (B, D, h, w)."""
+        return self.encode(images)
+
+    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, D, h, w) -> images (B, C, H, W) in [-1, 1], through the nearest codes."""
+        return self.decode(z, quantize=True)
 
     # -- the family contract --------------------------------------------------------------
     def parameters_for(self, phase: str):
@@ -239,3 +212,46 @@ class VQVAE(GenerativeModel):
         probs = usage.clamp(min=1e-8) ** (1.0 / temperature)
         tokens = torch.multinomial(probs, h * w, replacement=True, generator=generator)  # (n, h * w)
         return self.decode_tokens(tokens.view(n, h, w))
+
+
+# ----------------------------------------------------------------------------------------
+# configs and presets
+
+
+@dataclass
+class VQVAEConfig:
+    channels: int = 32  # width at full resolution
+    ch_mult: tuple[int, ...] = (1, 2, 2)  # width multiplier per resolution; len-1 downsamplings (28 -> 7)
+    blocks: int = 1  # residual blocks per resolution
+    code_dim: int = 16  # D, the dimension of a code vector
+    codebook_size: int = 256  # K
+    beta: float = 0.25  # commitment weight (paper Sec. 4: 0.25)
+    decay: float = 0.99  # gamma of the EMA codebook (App. A.1: 0.99)
+    restart_threshold: float = 1.0  # codes used fewer times per batch (EMA) are restarted; 0 = never
+    class_cond: bool = False  # only the baseline unigram prior is per class; the autoencoder is unconditional
+
+
+@dataclass
+class SamplerConfig:
+    temperature: float = 1.0  # unigram prior p_j ~ usage_j^(1 / temperature)
+
+
+PRESETS = {
+    # seconds on CPU: for tests and smoke runs, not for quality
+    "tiny": {"model": {"channels": 8, "ch_mult": (1, 2), "blocks": 0, "code_dim": 4, "codebook_size": 16},
+             "train": {"steps": 20, "batch_size": 16, "lr": 3e-3, "warmup_steps": 5, "ema_decay": 0.9,
+                       "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 4}},
+    # real MNIST in minutes on CPU: 7x7 token grids (a short sequence for the transformer prior),
+    # sharp reconstructions (README)
+    "quick": {"model": {"channels": 32, "ch_mult": (1, 2, 2), "blocks": 0, "code_dim": 16, "codebook_size": 128},
+              "train": {"steps": 700, "batch_size": 32, "lr": 2e-3, "warmup_steps": 50, "ema_decay": 0.99,
+                        "log_every": 25, "sample_every": 0, "ckpt_every": 250}},
+    # one GPU: MNIST / Fashion-MNIST / CIFAR-10
+    "standard": {"model": {"channels": 128, "ch_mult": (1, 2, 2), "blocks": 2, "code_dim": 64, "codebook_size": 512},
+                 "train": {"steps": 30000, "batch_size": 128, "lr": 3e-4, "warmup_steps": 500, "ema_decay": 0.999,
+                           "sample_every": 2500, "ckpt_every": 2500}},
+}
+
+
+DESCRIPTION = "VQ-VAE: EMA codebook, commitment loss, dead-code restart; prior = transformer"
+Model, Config = VQVAE, VQVAEConfig

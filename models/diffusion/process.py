@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from genzoo.models.distributions import discretized_gaussian_log_prob
+from genzoo.models.distributions import discretized_gaussian_log_prob, nats_to_bits_per_dim
 
 
 def linear_betas(T: int) -> torch.Tensor:
@@ -155,4 +155,4 @@ class GaussianDiffusion:
             p_mean, p_log_var = self._p_mean_logvar(denoise, x_t, t, var)
             kl += 0.5 * (p_log_var - q_var.log() + (q_var + (q_mean - p_mean).pow(2)) / p_log_var.exp()
                          - 1).flatten(1).sum(1)
-        return (prior + decoder + weight * kl) / (D * math.log(2.0))
+        return nats_to_bits_per_dim(prior + decoder + weight * kl, D)
