@@ -24,7 +24,7 @@ def main():
     a = p.parse_args()
     run = open_run(a.run_dir)
     d = run.config.data
-    n = min(a.n, len(datasets.load(d.dataset, "test", root=d.root or None)))
+    n = min(a.n, len(datasets.load_from_config(d, "test")))
     result = {"benchmark": "likelihood", "run": a.run_dir, "family": run.config.family, "step": run.step,
               "dataset": d.dataset, "split": "test", "n": n, "weights": "ema", "bits_per_dim": {}}
     for k in a.k or [1]:

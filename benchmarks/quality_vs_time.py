@@ -12,9 +12,13 @@ import argparse
 import json
 from pathlib import Path
 
+from plots import save_lines
+
+from genzoo.evaluation.runlog import read_metrics
+
 
 def curve(run: Path) -> dict:
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(run)
     config = json.loads((run / "config.json").read_text())
     points = [{"step": r["step"], "seconds": r["elapsed_s"], "fd": r["fd"]} for r in rows if "fd" in r]
     extractor = next((r["fd_extractor"] for r in rows if "fd" in r), None)
@@ -32,21 +36,9 @@ def main():
     curves = [curve(r) for r in a.runs]
     print(json.dumps({"benchmark": "quality_vs_time", "curves": curves}, indent=2))
     if a.plot:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-        for c in curves:
-            ax.plot([q["seconds"] for q in c["points"]], [q["fd"] for q in c["points"]], marker="o",
-                    label=f"{c['family']} ({Path(c['run']).name})")
-        ax.set_xlabel("training seconds")
-        ax.set_ylabel(curves[0]["metric"] or "FD")
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(a.plot)
+        save_lines(a.plot, [(f"{c['family']} ({Path(c['run']).name})", [q["seconds"] for q in c["points"]],
+                             [q["fd"] for q in c["points"]]) for c in curves],
+                   xlabel="training seconds", ylabel=curves[0]["metric"] or "FD")
 
 
 if __name__ == "__main__":

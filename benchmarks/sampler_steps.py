@@ -16,6 +16,8 @@ import json
 
 import torch
 
+from plots import save_lines
+
 
 def main():
     p = argparse.ArgumentParser()
@@ -49,23 +51,10 @@ def main():
               "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}
     print(json.dumps(result))
     if a.plot:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-        for name in a.samplers.split(","):
-            pts = [r for r in rows if r["sampler"] == name]
-            ax.plot([r["nfe"] for r in pts], [r["fd"] for r in pts], marker="o", label=name)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("network evaluations per sample")
-        ax.set_ylabel(result["metric"])
-        ax.set_title(f"{run.config.family} on {run.config.data.dataset}, step {run.step}, n={a.n}")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(a.plot)
+        curves = [(name, [r["nfe"] for r in rows if r["sampler"] == name], [r["fd"] for r in rows if r["sampler"] == name])
+                  for name in a.samplers.split(",")]
+        save_lines(a.plot, curves, xlabel="network evaluations per sample", ylabel=result["metric"], logx=True,
+                   title=f"{run.config.family} on {run.config.data.dataset}, step {run.step}, n={a.n}")
 
 
 if __name__ == "__main__":

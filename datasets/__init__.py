@@ -91,6 +91,13 @@ def data_root(root: str | Path | None = None) -> Path:
     return Path(root).expanduser()
 
 
+def cache_dir(*parts: str) -> Path:
+    """Where data derived from datasets is cached (reference features, encoded latents): $GENZOO_CACHE, else
+    ~/.cache/genzoo/eval, joined with `parts` (e.g. cache_dir("latents"))."""
+    root = os.environ.get("GENZOO_CACHE") or Path.home() / ".cache" / "genzoo" / "eval"
+    return Path(root).expanduser().joinpath(*parts)
+
+
 def download_allowed(download: bool) -> bool:
     """Downloads happen only with explicit consent: `download=True` or GENZOO_DOWNLOAD=1."""
     return bool(download) or os.environ.get("GENZOO_DOWNLOAD") == "1"

@@ -11,26 +11,21 @@ literature. Reference features are cached per (dataset, split, extractor, resize
 
 from __future__ import annotations
 
-import json
 import os
 import resource
-import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from genzoo.datasets import cache_dir
 from genzoo.errors import ConfigError
 from genzoo.evaluation import metrics as M
+from genzoo.evaluation.runlog import training_cost
 
 METRICS = ("fid", "fd", "kid", "pr", "is", "bpd")
 REFERENCE_SEED = 0  # the reference subset is the first n of this fixed permutation
-
-
-def cache_dir() -> Path:
-    """$GENZOO_CACHE or ~/.cache/genzoo/eval."""
-    return Path(os.environ.get("GENZOO_CACHE") or Path.home() / ".cache" / "genzoo" / "eval").expanduser()
 
 
 def parse_metrics(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -76,11 +71,7 @@ def reference_images(dataset: str, split: str, n: int, data_cfg=None) -> torch.T
     """The first `n` images of a fixed permutation of `dataset`'s split, uint8 (n, C, H, W)."""
     from genzoo import datasets
 
-    kw = {}
-    if data_cfg is not None:
-        kw = dict(root=data_cfg.root or None, download=data_cfg.download,
-                  image_size=data_cfg.image_size or None, channels=data_cfg.channels or None)
-    data = datasets.load(dataset, split, **kw)
+    data = datasets.load(dataset, split) if data_cfg is None else datasets.load_from_config(data_cfg, split)
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(REFERENCE_SEED))
     return data.images[perm[:min(n, len(data))]]
 
@@ -90,7 +81,7 @@ def reference_features(extractor, dataset: str, split: str, n: int, data_cfg=Non
     """{"features", "mu", "sigma"} of the reference set, cached as .npz per (dataset, split, extractor, resize, n)."""
     shape = "" if data_cfg is None else f"-s{data_cfg.image_size or 0}c{data_cfg.channels or 0}"
     key = f"{dataset}{shape}-{split}-{extractor.name}-{extractor.sha256[:8]}-{extractor.resize.split()[0]}-n{n}"
-    path = cache_dir() / "reference" / f"{key}.npz"
+    path = cache_dir("reference") / f"{key}.npz"
     if path.is_file():
         with np.load(path) as f:
             return {k: f[k] for k in ("features", "mu", "sigma")}
@@ -214,24 +205,12 @@ def generate(model, n: int, *, seed: int = 0, batch_size: int = 256, device="cpu
     return torch.cat(chunks), labels, n / (time.perf_counter() - t0)
 
 
-def training_cost(run_dir: Path) -> dict:
-    """Training images/s (median over logged intervals) and seconds, from the run's metrics.jsonl."""
-    path = Path(run_dir) / "metrics.jsonl"
-    rows = [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
-    rates = [r["img_per_s"] for r in rows if "img_per_s" in r]
-    ends = [r for r in rows if r.get("event") == "end"]
-    return {"train_img_per_s": statistics.median(rates) if rates else None,
-            "train_s": ends[-1]["train_s"] if ends else None,
-            "images_seen": ends[-1]["images_seen"] if ends else None}
-
-
 def test_bits_per_dim(model, data_cfg, n: int, batch_size: int = 500, device="cpu", **knobs) -> float:
     """Mean bits/dim of the first n test images through `model.log_likelihood(batch, **knobs)` (e.g. k for IWAE)."""
     from genzoo import datasets
     from genzoo.contract import Batch
 
-    test = datasets.load(data_cfg.dataset, "test", root=data_cfg.root or None, image_size=data_cfg.image_size or None,
-                         channels=data_cfg.channels or None)
+    test = datasets.load_from_config(data_cfg, "test")
     n = min(n, len(test))
     torch.manual_seed(0)
     total = 0.0
@@ -299,8 +278,7 @@ def evaluate_reconstruction(run_dir: str | Path, *, n: int = 2000, metrics=("fd"
     if not run.model.reconstructs:
         raise ConfigError(f"{run_dir} ({run.config.family}) has no reconstruct(): it is not an autoencoder")
     data = run.config.data
-    test = datasets.load(data.dataset, "test", root=data.root or None, image_size=data.image_size or None,
-                         channels=data.channels or None)
+    test = datasets.load_from_config(data, "test")
     n = min(n, len(test))
     originals, recons = [], []
     for i in range(0, n, batch_size):

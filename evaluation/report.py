@@ -13,7 +13,7 @@
     speed.png                    training and sampling images/s
 
 The HTML and the Markdown are rendered from one list of blocks, so they cannot drift apart.
-Published numbers (ANCHORS, from ANCHORS.md) appear beside ours only when the protocol matches.
+Published numbers (ANCHORS, from docs/anchors.md) appear beside ours only when the protocol matches.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-# Published reference numbers (../shared/ANCHORS.md), each with the protocol it was measured under and the
+# Published reference numbers (docs/anchors.md), each with the protocol it was measured under and the
 # condition our result must meet to stand beside it. "secondary" = from a secondary copy of the paper's table.
 FID_50K = {"min_n": 50000, "ref_split": "train", "conditional": False}  # FID-50k vs train, unconditional
 TEST_BPD = {"min_n": 10000}  # bits/dim over a whole 10k test set
@@ -63,7 +63,8 @@ COST_PROTOCOL = {
     "train_s": "training seconds of the run (the trainer's elapsed time: the loop, its sample grids, in-loop FD "
                "and checkpoints; data loading excluded), summed over an entry's stages",
     "images_seen": "optimizer steps x batch size (the trainer's count), summed over stages",
-    "train_img_per_s": "median of the logged intervals in metrics.jsonl (steps x batch size / seconds)",
+    "train_img_per_s": "median of the logged intervals in metrics.jsonl (steps x batch size / seconds), each "
+                       "training session's first interval (warm-up) left out where it logged more than one",
     "sample_img_per_s": "images/s of the evaluation's sampling pass (protocol n, its batch size and device)",
     "network_evaluations_per_sample": "network passes per sample, from the family's network_evaluations(**knobs)",
     "parameters": "parameters of the sampling model (a second stage includes its frozen autoencoder)",
@@ -126,7 +127,7 @@ def anchors_for(entry: dict) -> list[dict]:
     return out
 
 
-def results_document(entries: list[dict], *, skipped: list[dict], protocol, budget, preset: str | None,
+def results_document(entries: list[dict], *, protocol, budget, preset: str | None,
                      dataset: str, command: str, sessions: list[dict]) -> dict:
     """The report's content as JSON: entries (with the harness's per-metric protocols), protocol, machine."""
     metrics = list(protocol.metrics_for(dataset))
@@ -140,7 +141,7 @@ def results_document(entries: list[dict], *, skipped: list[dict], protocol, budg
                      "reference": f"{dataset}/{protocol.ref_split}", "bits_per_dim": f"first n={protocol.n} images of "
                      f"{dataset}/test through the model's log_likelihood, exact or a bound as the family declares"},
         "cost_protocol": COST_PROTOCOL, "machine": machine_info(protocol.resolved_device()),
-        "sessions": sessions, "entries": entries, "skipped": skipped, "anchors": ANCHORS,
+        "sessions": sessions, "entries": entries, "anchors": ANCHORS,
     }
 
 
@@ -385,9 +386,6 @@ def blocks(doc: dict) -> list[tuple]:
     if two:
         out.append(("p", "Two-stage entries count both stages in their budget, training time and images seen: "
                          + "; ".join(f"{e['name']} = {stages_text(e)}" for e in two) + "."))
-    if doc["skipped"]:
-        out.append(("p", "Not available yet (their families are not registered): "
-                         + ", ".join(s["entry"] for s in doc["skipped"]) + "."))
     s = doc["sessions"][-1]
     cached = [e["name"] for e in doc["entries"] if e["eval_cached"]]
     reused = f" (cached evaluations reused: {', '.join(cached)})" if cached else ""
@@ -433,7 +431,7 @@ def blocks(doc: dict) -> list[tuple]:
                      for n, a in matched]))
     else:
         protos = sorted({a["dataset"] + " " + a["metric"] for a in ANCHORS})
-        out.append(("p", f"None shown: no published number in ANCHORS.md was measured with this protocol "
+        out.append(("p", f"None shown: no published number in docs/anchors.md was measured with this protocol "
                          f"({doc['dataset']}, {metrics}, n = {p['n']}). The references are "
                          f"{', '.join(protos)}; putting them beside these numbers would compare different things."))
     out.append(("h2", "Sessions"))

@@ -23,8 +23,7 @@ import sys
 from pathlib import Path
 
 from genzoo.errors import ConfigError, GenzooError, Interrupted
-
-METRIC_NAMES = ("fid", "fd", "kid", "pr", "is", "bpd")  # as in genzoo.evaluation.harness.METRICS
+from genzoo.evaluation.harness import METRICS as METRIC_NAMES
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -56,8 +56,7 @@ class Stage:
         return dict(self.presets).get(preset, preset)
 
 
-# The comparison's entries, in report order. An entry runs only when all its families are registered
-# in genzoo.registry.FAMILIES; until then it is listed as "not available yet".
+# The comparison's entries, in report order; every family they name is registered in genzoo.registry.FAMILIES.
 ENTRIES: dict[str, tuple[Stage, ...]] = {
     "vae": (Stage("vae"),),
     "gan": (Stage("gan"),),
@@ -144,34 +143,24 @@ class Entry:
 # which entries
 
 
-def select_entries(families: list[str] | None = None) -> tuple[list[tuple[str, tuple[Stage, ...]]], list[dict]]:
-    """(entries to run, skipped entries with the reason). With `families=None`, every entry whose families
-    are registered; a registered family that no entry names yet runs as a one-stage entry of its own."""
+def select_entries(families: list[str] | None = None) -> list[tuple[str, tuple[Stage, ...]]]:
+    """The entries to run, in report order: those named in `families`, or every entry with `families=None`.
+    A registered family that no entry names yet runs as a one-stage entry of its own."""
     table = dict(ENTRIES)
     for name in FAMILIES:
         table.setdefault(name, (Stage(name),))
-    missing = {name: [s.family for s in stages if s.family not in FAMILIES] for name, stages in table.items()}
     if families is None:
-        chosen = [(n, s) for n, s in table.items() if not missing[n]]
-        skipped = [{"entry": n, "reason": f"not available yet: family {', '.join(missing[n])} is not registered"}
-                   for n in table if missing[n]]
-        return chosen, skipped
+        return list(table.items())
     chosen = []
     for name in families:
         if name not in table:
-            ready = [n for n in table if not missing[n]]
-            later = [n for n in table if missing[n]]
-            raise ConfigError(f"unknown family {name!r} for compare; choose from: {', '.join(ready)}"
-                              + (f" (not available yet: {', '.join(later)})" if later else ""))
-        if missing[name]:
-            raise ConfigError(f"{name} is not available yet: it needs the family {', '.join(missing[name])}, which "
-                              f"is not registered; registered: {', '.join(FAMILIES)}")
+            raise ConfigError(f"unknown family {name!r} for compare; choose from: {', '.join(table)}")
         if name in [c[0] for c in chosen]:
             raise ConfigError(f"{name} is named twice in --families")
         chosen.append((name, table[name]))
     if not chosen:
         raise ConfigError("--families names no family")
-    return chosen, []
+    return chosen
 
 
 def scoped(overrides: list[str], family: str) -> list[str]:
@@ -293,14 +282,14 @@ def train_entry(entry: Entry, *, resume: bool, progress: bool) -> list[dict]:
 
 def stage_record(stage: Stage, cfg: RunConfig, run_dir: Path) -> dict:
     """What a finished stage cost: steps, training seconds, images seen and training images/s."""
-    from genzoo.evaluation.harness import training_cost
+    from genzoo.evaluation.runlog import read_metrics, training_cost
 
     status, info = run_status(run_dir, cfg)
     if status != "finished":
         raise CheckpointError(f"{run_dir} is not finished ({status}); continue it with `genzoo compare ... --resume` "
                               f"or `genzoo train {cfg.family} --out {run_dir} --resume`")
     cost = training_cost(run_dir)
-    rows = [json.loads(x) for x in (run_dir / ckpt.METRICS).read_text().splitlines()]
+    rows = read_metrics(run_dir)
     ends = [r for r in rows if r.get("event") == "end"]
     return {"family": stage.family, "run": str(run_dir), "share": stage.share,
             "autoencoder_from": stage.autoencoder_from,
@@ -449,9 +438,7 @@ def compare(*, dataset: str = "mnist", families: list[str] | None = None, preset
 
     t_start = time.time()
     out = Path(out)
-    chosen, skipped = select_entries(families)
-    for s in skipped:
-        log.info("skipping %s (%s)", s["entry"], s["reason"])
+    chosen = select_entries(families)
     entries = [stage_configs(n, st, dataset=dataset, preset=preset, budget=budget, overrides=list(overrides),
                              runs_dir=out / "runs") for n, st in chosen]
     check_comparable(entries, protocol, dataset)
@@ -479,7 +466,7 @@ def compare(*, dataset: str = "mnist", families: list[str] | None = None, preset
     with open(out / "runs" / SESSIONS, "a") as f:  # every session that built this report, interrupted ones aside
         f.write(json.dumps(session) + "\n")
     sessions = [json.loads(x) for x in (out / "runs" / SESSIONS).read_text().splitlines() if x.strip()]
-    doc = report.results_document(results, skipped=skipped, protocol=protocol, budget=budget, preset=preset,
+    doc = report.results_document(results, protocol=protocol, budget=budget, preset=preset,
                                   dataset=dataset, command=command, sessions=sessions)
     report.render(doc, grids, out)
     log.info("report in %s (training %.0f s, evaluation %.0f s this session)", out / "index.html", train_s, eval_s)
@@ -517,7 +504,7 @@ def report_from_runs(run_dirs: list[str | Path], *, out: str | Path, protocol: P
         raise ConfigError(f"the runs are on different datasets ({', '.join(datasets)}); report one dataset at a time")
     session = {"created": report.now(), "command": command, "train_s": 0.0, "eval_s": time.time() - t_start,
                "total_s": time.time() - t_start}
-    doc = report.results_document(results, skipped=[], protocol=protocol, budget=None, preset=None,
+    doc = report.results_document(results, protocol=protocol, budget=None, preset=None,
                                   dataset=datasets[0], command=command, sessions=[session])
     report.render(doc, grids, Path(out))
     return doc

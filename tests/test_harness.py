@@ -86,6 +86,21 @@ def test_evaluate_run_is_deterministic_and_reports_cost(tmp_path):
     assert cost["train_img_per_s"] > 0 and cost["images_seen"] == 10 * cfg.train.batch_size
 
 
+def test_training_images_per_s_leaves_out_each_sessions_warm_up_interval(tmp_path):
+    from genzoo.evaluation import runlog
+
+    rows = [{"step": 2, "img_per_s": 1.0}, {"step": 4, "img_per_s": 10.0}, {"step": 4, "fd": 9.0},
+            {"step": 6, "img_per_s": 12.0}, {"event": "end", "step": 6, "train_s": 3.0, "images_seen": 48},
+            {"step": 8, "img_per_s": 2.0}, {"step": 10, "img_per_s": 14.0}]  # a resumed second session, no end yet
+    assert runlog.train_images_per_s(rows) == 12.0  # median of 10, 12, 14: the 1.0 and 2.0 warm-ups left out
+    assert runlog.train_images_per_s(rows[:1]) == 1.0  # a session's only interval counts
+    assert runlog.train_images_per_s([]) is None
+    (tmp_path / ckpt.METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert runlog.read_metrics(tmp_path) == rows and runlog.series(rows, "fd") == ([4], [9.0])
+    assert runlog.training_cost(tmp_path) == {"train_img_per_s": 12.0, "train_s": 3.0, "images_seen": 48}
+    assert runlog.training_cost(tmp_path / "nothing") == {"train_img_per_s": None, "train_s": None, "images_seen": None}
+
+
 def test_bits_per_dim_alone_draws_no_samples(tmp_path, monkeypatch):
     cfg = tiny_config("vae", "train.steps=10", "model.ch_mult=1,2", dataset="digits")
     train(cfg, tmp_path / "run", progress=False)

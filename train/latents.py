@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from genzoo.datasets import cache_dir
+
 
 def weights_sha256(module: torch.nn.Module) -> str:
     h = hashlib.sha256()
@@ -22,9 +24,8 @@ def weights_sha256(module: torch.nn.Module) -> str:
 
 
 def cache_path(model, dataset: str, shape: tuple[int, ...], n: int) -> Path:
-    root = Path(os.environ.get("GENZOO_CACHE") or Path.home() / ".cache" / "genzoo" / "eval").expanduser()
     key = f"{dataset}-train-{'x'.join(map(str, shape))}-n{n}-ae{weights_sha256(model.autoencoder)[:16]}"
-    return root / "latents" / f"{key}.pt"
+    return cache_dir("latents") / f"{key}.pt"
 
 
 @torch.no_grad()
