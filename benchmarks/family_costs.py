@@ -9,8 +9,9 @@ does), and then
 
 - `train_img_per_s`: the trainer's logged images/s (median of its intervals after the first, which holds
   start-up / compilation);
-- `net_img_per_s`: the same model, batch and autocast as the trainer, timed on one fixed batch doing only
-  the network's forward + loss + backward (`fb`) and then also the optimizer step (`fbo`); so
+- `net_img_per_s`: the trainer's own pieces (`setup()`: device, memory format, data, latents, AdamW, grad
+  scaler, autocast) and its `forward_backward`, timed on one fixed global batch doing only the network's
+  forward + loss + backward (`fb`) and then also the optimizer step (`fbo`); so
   `outside_fbo = 1 - train/fbo_rate` is the share of a trainer step spent outside the network and the
   optimizer (data indexing, EMA, LR schedule, gradient clipping and finite checks, logging);
 - `sample_img_per_s`: `model.sample()` through `harness.generate` for the entry's last stage
@@ -27,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -35,13 +35,12 @@ from pathlib import Path
 
 import torch
 
-from genzoo import datasets
 from genzoo.compare import Budget, select_entries, stage_configs
-from genzoo.contract import Batch
 from genzoo.evaluation.harness import generate
-from genzoo.runs import build_model, memory_format_for, open_run
-from genzoo.train.distributed import DistInfo, LossModule
-from genzoo.train.trainer import phase_settings, pick_device, train
+from genzoo.evaluation.runlog import read_metrics, train_images_per_s
+from genzoo.runs import open_run
+from genzoo.train.distributed import DistInfo
+from genzoo.train.trainer import forward_backward, lr_at, micro_batch, pick_device, setup, train
 
 
 def sync(device: torch.device):
@@ -51,55 +50,38 @@ def sync(device: torch.device):
 
 def trainer_rate(cfg, run_dir: Path) -> float:
     train(cfg, run_dir, progress=False)
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    rates = [r["img_per_s"] for r in rows if "img_per_s" in r]
-    return statistics.median(rates[1:] if len(rates) > 1 else rates)
+    return train_images_per_s(read_metrics(run_dir))
 
 
-def fixed_batch_step(cfg):
-    """(step(with_opt), device): one training step on one fixed batch, set up as the trainer does (device,
-    memory format, autocast, latents, AdamW), without its data order, EMA, clipping or logging."""
-    tc = cfg.train
-    device = pick_device(tc.device, DistInfo())
-    cuda = device.type == "cuda"
-    fmt = memory_format_for(device)
-    amp = {"auto": "bf16" if cuda else "none"}.get(tc.amp, tc.amp)
-    data = datasets.load(cfg.data.dataset, "train", root=cfg.data.root or None)
-    torch.manual_seed(0)
-    model = build_model(cfg, data.shape, data.num_classes).to(device, memory_format=fmt)
-    idx = torch.arange(tc.batch_size)
-    images, labels = data.batch(idx)
-    latents = None
-    if hasattr(model, "set_latent_scale"):
-        from genzoo.train.latents import cached_latents
-        all_latents = cached_latents(model, data, cfg.data.dataset, device)  # cached by the trainer's run
-        model.set_latent_scale(all_latents)
-        latents = all_latents[idx]
-    batch = Batch(images, labels, latents).to(device, fmt)
-    wrapped = torch.compile(LossModule(model)) if tc.compile else LossModule(model)
-    optims = {p: torch.optim.AdamW(list(model.parameters_for(p)), lr=1e-5, fused=cuda or None) for p in model.phases}
-    repeats = {p: r for p, (_, r) in phase_settings(tc, model.phases).items()}
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
-    model.train()
+def fixed_batch_step(cfg, run_dir: Path):
+    """(step(with_opt), device): the trainer's step on one fixed global batch, built by the trainer's `setup()`
+    into a fresh `run_dir` and run through its `forward_backward` and optimizers at the LR of step 0, without
+    its data order, EMA, clipping, finite checks or logging."""
+    p, s = setup(cfg, run_dir)
+    batches = [micro_batch(p, k) for k in range(cfg.train.grad_accum)]  # one global batch (one process)
+    for phase, (peak, _) in p.phase_cfg.items():
+        for g in p.optims[phase].param_groups:
+            g["lr"] = lr_at(s.step, s.horizon, p.tc, peak)
+    p.model.train()
 
     def step(with_opt: bool):
-        for p in model.phases:
-            for _ in range(repeats[p]):
-                model.zero_grad(set_to_none=True)
+        for phase in p.model.phases:
+            for _ in range(p.phase_cfg[phase][1]):
+                p.model.zero_grad(set_to_none=True)
                 with torch.profiler.record_function("forward+backward"):
-                    with autocast:
-                        loss = wrapped(batch, p)["loss"]
-                    loss.float().backward()
+                    for batch in batches:
+                        forward_backward(p, batch, phase)
                 if with_opt:
                     with torch.profiler.record_function("optimizer"):
-                        optims[p].step()
+                        p.scaler.step(p.optims[phase])
+                        p.scaler.update()
 
-    return step, device
+    return step, p.device
 
 
-def network_rates(cfg, steps: int) -> dict:
+def network_rates(cfg, run_dir: Path, steps: int) -> dict:
     """images/s of forward+backward and of forward+backward+AdamW on one fixed batch, as the trainer sets them up."""
-    step, device = fixed_batch_step(cfg)
+    step, device = fixed_batch_step(cfg, run_dir)
     out = {}
     for name, with_opt in (("fb", False), ("fbo", True)):
         step(with_opt), step(with_opt)  # warm-up (and compilation)
@@ -122,12 +104,12 @@ KINDS = (("convolution", ("conv",)), ("matmul", ("addmm", "mm", "matmul", "linea
                                 "transpose", "permute", "index", "pad", "fill_", "zero_", "empty")))
 
 
-def profile_step(cfg, steps: int = 3, top: int = 6) -> dict:
+def profile_step(cfg, run_dir: Path, steps: int = 3, top: int = 6) -> dict:
     """torch.profiler over `steps` fixed-batch training steps: the share of operator self time by kind of
     operator (KINDS; the rest is "elementwise and other"), the `top` operators, and the share of the step
     inside the forward + backward and the optimizer step."""
     from torch.profiler import ProfilerActivity, profile
-    step, device = fixed_batch_step(cfg)
+    step, device = fixed_batch_step(cfg, run_dir)
     step(True), step(True)  # warm-up
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -166,7 +148,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    chosen, _ = select_entries(a.families.split(",") if a.families else None)
+    chosen = select_entries(a.families.split(",") if a.families else None)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, stages in chosen:
@@ -178,13 +160,13 @@ def main(argv=None):
             for stage, cfg, run_dir in zip(entry.stages, entry.configs, entry.dirs):
                 cfg.train.steps = a.steps  # every stage the same number of steps: this is about speed
                 rate = trainer_rate(cfg, run_dir)
-                net = network_rates(cfg, a.steps)
+                net = network_rates(cfg, run_dir.with_name(run_dir.name + "-net"), a.steps)
                 row["stages"].append({
                     "family": stage.family, "preset": stage.preset(a.preset), "batch_size": cfg.train.batch_size,
                     "train_img_per_s": rate, "net_fb_img_per_s": net["fb"], "net_fbo_img_per_s": net["fbo"],
                     "outside_fb": 1 - rate / net["fb"], "outside_fbo": 1 - rate / net["fbo"]})
                 if a.profile:
-                    row["stages"][-1]["profile"] = profile_step(cfg)
+                    row["stages"][-1]["profile"] = profile_step(cfg, run_dir.with_name(run_dir.name + "-profile"))
             device = str(pick_device(entry.configs[-1].train.device, DistInfo()))
             run = open_run(entry.dirs[-1], device=device)
             knobs = vars(run.config.sampler)

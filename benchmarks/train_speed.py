@@ -15,10 +15,10 @@ import json
 import platform
 import statistics
 import tempfile
-from pathlib import Path
 
 import torch
 
+from genzoo.evaluation.runlog import read_metrics, train_images_per_s
 from genzoo.registry import resolve_config
 from genzoo.train.trainer import train
 
@@ -29,9 +29,7 @@ def run_once(family, dataset, preset, steps, overrides) -> float:
                              overrides=[f"train.steps={steps}", f"train.log_every={max(1, steps // 5)}",
                                         "train.sample_every=0", f"train.ckpt_every={10 * steps}", *overrides])
         train(cfg, d, progress=False)
-        rows = [json.loads(x) for x in (Path(d) / "metrics.jsonl").read_text().splitlines()]
-        rates = [r["img_per_s"] for r in rows if "img_per_s" in r][1:]  # drop warm-up / compile interval
-        return statistics.median(rates)
+        return train_images_per_s(read_metrics(d))  # steady state: the warm-up / compile interval is left out
 
 
 def main():
