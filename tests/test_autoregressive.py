@@ -12,6 +12,7 @@ import torch
 
 from conftest import tiny_config
 from genzoo.contract import Batch
+from genzoo.errors import ConfigError
 from genzoo.models.pixelcnn import PixelCNN, PixelCNNConfig
 from genzoo.models.transformer import Transformer, TransformerConfig
 from genzoo.train import checkpoint as ckpt
@@ -159,3 +160,17 @@ def test_a_tiny_run_learns(tmp_path, family):
     rows = [json.loads(x) for x in (tmp_path / ckpt.METRICS).read_text().splitlines()]
     bpd = [r["bpd"] for r in rows if "bpd" in r]
     assert bpd[0] > 6.0 and bpd[-1] < 0.6 * bpd[0]  # synthetic shapes are far from uniform noise
+
+
+def test_the_transformer_family_builds_the_prior_only_on_a_vqvae_run():
+    from genzoo.models.transformer import TokenPrior
+    from genzoo.registry import FAMILIES, resolve_config
+
+    fam = FAMILIES["transformer"]
+    assert fam.model_for(resolve_config("transformer").model) is Transformer
+    prior_cfg = resolve_config("transformer", preset="prior", overrides=["model.autoencoder=runs/vq"])
+    assert fam.model_for(prior_cfg.model) is TokenPrior
+    assert Transformer.likelihood == "exact" and TokenPrior.likelihood is None
+    assert TokenPrior.autoencoder_families == ("vqvae",) and Transformer.autoencoder_families == ()
+    with pytest.raises(ConfigError, match="build_model"):
+        Transformer(prior_cfg.model, (1, 8, 8))

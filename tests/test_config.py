@@ -53,3 +53,25 @@ def test_config_from_dict_rejects_wrong_types():
     d["model"]["channels"] = "32"
     with pytest.raises(ConfigError, match="expected int"):
         config_from_dict(d)
+
+
+@pytest.mark.parametrize("family", ["ddpm", "dit", "ldm"])
+def test_the_shared_diffusion_keys_stay_flat(family):
+    cfg = resolve_config(family, preset="tiny", overrides=["model.T=64", "model.schedule=cosine", "model.p_uncond=0.2",
+                                                           "sampler.steps=7", "sampler.name=heun"])
+    assert (cfg.model.T, cfg.model.schedule, cfg.model.p_uncond) == (64, "cosine", 0.2)
+    assert (cfg.sampler.steps, cfg.sampler.name) == (7, "heun")
+    assert load_config_json(cfg.to_json()) == cfg
+
+
+def test_the_ldm_samples_latents_without_clipping_by_default():
+    assert resolve_config("ddpm").sampler.clip_x0 and not resolve_config("ldm").sampler.clip_x0
+
+
+def test_a_saved_config_with_a_retired_key_still_loads():
+    d = resolve_config("dit").to_dict()
+    d["model"]["dropout"] = 0.0  # dit's unused key, saved by runs before its removal
+    assert config_from_dict(d) == resolve_config("dit")
+    d["model"]["dropuot"] = 0.0
+    with pytest.raises(ConfigError, match="unknown key 'model.dropuot'"):
+        config_from_dict(d)

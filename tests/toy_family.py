@@ -1,5 +1,6 @@
 """A deterministic family (no noise in its loss) for tests where floating-point equality matters."""
 
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -46,9 +47,12 @@ class Toy(GenerativeModel):
         return torch.tanh(self.dec(z))
 
 
-TOY = Family("toy", "test-only deterministic autoencoder", Toy, ToyConfig, ToySampler,
-             {"tiny": {"train": {"steps": 4, "batch_size": 16, "lr": 1e-2, "warmup_steps": 2, "log_every": 1,
-                                 "sample_every": 0, "ckpt_every": 100, "n_grid": 4}}})
+# the names a family module gives the registry (genzoo.contract.MODULE_NAMES)
+DESCRIPTION = "test-only deterministic autoencoder"
+Model, Config, SamplerConfig = Toy, ToyConfig, ToySampler
+PRESETS = {"tiny": {"train": {"steps": 4, "batch_size": 16, "lr": 1e-2, "warmup_steps": 2, "log_every": 1,
+                              "sample_every": 0, "ckpt_every": 100, "n_grid": 4}}}
+TOY = Family.from_module("toy", sys.modules[__name__])
 
 
 def register():
