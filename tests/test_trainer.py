@@ -10,7 +10,8 @@ from genzoo.errors import CheckpointError, ConfigError, TrainingError
 from genzoo.models.vae import VAE
 from genzoo.runs import open_run
 from genzoo.train import checkpoint as ckpt
-from genzoo.train.trainer import lr_at, setup, train, train_step
+from genzoo.train import trainer
+from genzoo.train.trainer import lr_at, train, train_step
 
 
 def metrics(run):
@@ -64,7 +65,7 @@ def test_setup_and_train_step_are_the_loops_own_step(tmp_path, family):
     """The benchmarks time `train_step` on `setup()`: a few of them equal `train()` for as many steps, bit for bit."""
     cfg = tiny_config(family, "train.steps=3", "train.device=cpu", "train.sample_every=0")
     train(cfg, tmp_path / "loop", progress=False)
-    p, s = setup(cfg, tmp_path / "steps")
+    p, s = trainer.setup(cfg, tmp_path / "steps")  # module-qualified: a test module's own `setup` is a hook name
     p.model.train()
     while s.step < s.end:
         train_step(p, s)
