@@ -137,8 +137,7 @@ def lucidrains_dim(size) -> int:
     """The width (multiple of 4) whose parameter count is closest to ours: its block structure differs (see top)."""
     cfg = ours_config(size)
     from genzoo.models.unet import UNet
-    from genzoo.models.ddpm import unet_config
-    target = nparams(UNet(unet_config(cfg), IMAGE[0], IMAGE[1]))
+    target = nparams(UNet(cfg, IMAGE[0], IMAGE[1]))  # a DDPMConfig holds the U-Net's keys
     dims = range(max(4, cfg.channels // 2) // 4 * 4, 2 * cfg.channels + 1, 4)
     return min(dims, key=lambda d: abs(nparams(lucidrains_unet(size, d)) - target))
 

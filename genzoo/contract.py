@@ -36,6 +36,7 @@ class GenerativeModel(nn.Module):
 
     Required (every family):
       phases                 trainer: one optimizer per phase, stepped in this order each step
+                             (default ("main",); a GAN declares ("disc", "gen"))
       num_classes            trainer grids, harness, compare: K when class-conditional, else 0
                              (`classes(cfg, K)` below)
       parameters_for(phase)  trainer: what that phase's optimizer updates

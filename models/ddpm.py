@@ -35,7 +35,6 @@ def cxx_compiler() -> str | None:
 class DDPM(GenerativeModel):
     """The family: a denoiser `net(x_t, t, y)` (the U-Net unless given) trained and sampled by the process."""
 
-    phases = ("main",)
     likelihood = "bound (VLB, estimated over timesteps)"
 
     def __init__(self, cfg: DiffusionConfig, image_shape: tuple[int, int, int], num_classes: int = 0, net=None):

@@ -61,6 +61,15 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+def halvings(image_shape: tuple[int, int, int], ch_mult: tuple[int, ...]) -> int:
+    """2^(len(ch_mult) - 1): how much a conv_encoder with these widths shrinks H and W; an error unless it divides them."""
+    down = 2 ** (len(ch_mult) - 1)
+    if image_shape[1] % down or image_shape[2] % down:
+        raise ValueError(f"image size {image_shape[1]}x{image_shape[2]} is not divisible by 2^{len(ch_mult) - 1}; "
+                         f"change model.ch_mult")
+    return down
+
+
 def conv_encoder(in_channels: int, widths: list[int], blocks: int) -> list[nn.Module]:
     """The convolutional encoder of the vae and the vqvae, as a list of layers:
     conv3x3 to widths[0], then per resolution `blocks` residual blocks and a strided halving to the next width.

@@ -35,7 +35,6 @@ from genzoo.models.unet import UNet, UNetConfig
 class LatentDiffusion(GenerativeModel):
     """The family: a frozen first stage (encode, decode) and a DDPM over its scaled latents."""
 
-    phases = ("main",)
     autoencoder_families = ("vae", "vqvae")
     uses_latents = True
     reconstructs = True  # the first stage's reconstruction

@@ -91,7 +91,6 @@ class GatedLayer(nn.Module):
 class PixelCNN(GenerativeModel):
     """The family: gated layers over the causal past, a 256-way head per sub-pixel, exact bits/dim."""
 
-    phases = ("main",)
     likelihood = "exact"  # log_likelihood is -log2 p(x) / D
 
     def __init__(self, cfg: PixelCNNConfig, image_shape: tuple[int, int, int], num_classes: int = 0):

@@ -92,7 +92,6 @@ class CausalTransformer(GenerativeModel):
     """The network and the token-by-token sampler of both models below; a subclass says what the tokens are
     (`to_tokens`, `from_tokens`) on a grid of (rows, columns, channels) with `vocab` values."""
 
-    phases = ("main",)
     bits_name = "bpd"  # what the logged -log2 p(s) / T is called
 
     def __init__(self, cfg: TransformerConfig, image_shape: tuple[int, int, int], num_classes: int, vocab: int,

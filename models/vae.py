@@ -22,22 +22,19 @@ import torch.nn as nn
 from genzoo.contract import GenerativeModel, classes
 from genzoo.models.distributions import (discretized_logistic_log_prob, discretized_logistic_sample,
                                          nats_to_bits_per_dim, quantize)
-from genzoo.models.layers import ResBlock, conv_encoder, group_norm
+from genzoo.models.layers import ResBlock, conv_encoder, group_norm, halvings
 
 
 class VAE(GenerativeModel):
     """The family: a conv encoder to q(z|x), a conv decoder to p(x|z), optionally class-conditional."""
 
     reconstructs = True
-    phases = ("main",)
     likelihood = "bound (ELBO)"  # what log_likelihood returns: an upper bound on bits/dim
 
     def __init__(self, cfg: VAEConfig, image_shape: tuple[int, int, int], num_classes: int = 0):
         super().__init__()
         C, H, W = image_shape
-        down = 2 ** (len(cfg.ch_mult) - 1)
-        if H % down or W % down:
-            raise ValueError(f"image size {H}x{W} is not divisible by 2^{len(cfg.ch_mult) - 1}; change model.ch_mult")
+        down = halvings(image_shape, cfg.ch_mult)
         self.cfg, self.image_shape = cfg, tuple(image_shape)
         self.num_classes = classes(cfg, num_classes)
         widths = [cfg.channels * m for m in cfg.ch_mult]

@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genzoo.contract import GenerativeModel, classes
-from genzoo.models.layers import ResBlock, Upsample, conv_encoder, group_norm
+from genzoo.models.layers import ResBlock, Upsample, conv_encoder, group_norm, halvings
 
 
 class VectorQuantizer(nn.Module):
@@ -99,14 +99,11 @@ class VQVAE(GenerativeModel):
     """The family: conv encoder, EMA-codebook quantiser, conv decoder; a unigram prior to sample."""
 
     reconstructs = True
-    phases = ("main",)
 
     def __init__(self, cfg: VQVAEConfig, image_shape: tuple[int, int, int], num_classes: int = 0):
         super().__init__()
         C, H, W = image_shape
-        down = 2 ** (len(cfg.ch_mult) - 1)
-        if H % down or W % down:
-            raise ValueError(f"image size {H}x{W} is not divisible by 2^{len(cfg.ch_mult) - 1}; change model.ch_mult")
+        down = halvings(image_shape, cfg.ch_mult)
         self.cfg, self.image_shape = cfg, tuple(image_shape)
         self.num_classes = classes(cfg, num_classes)
         self.latent_shape, self.codebook_size, self.code_dim = (H // down, W // down), cfg.codebook_size, cfg.code_dim

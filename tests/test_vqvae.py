@@ -10,19 +10,12 @@ from genzoo.contract import Batch
 from genzoo.errors import CheckpointError, ConfigError
 from genzoo.evaluation.harness import evaluate_run
 from genzoo.models.vqvae import VQVAE, VQVAEConfig, VectorQuantizer
+from test_autoregressive import one_thread  # noqa: F401  (autouse: one thread for these many tiny ops)
 from genzoo.runs import build_model, open_run
 from genzoo.train import checkpoint as ckpt
 from genzoo.train.trainer import train
 
 SHAPE = (1, 16, 16)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def model(**kw):
