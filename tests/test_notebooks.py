@@ -99,6 +99,17 @@ def test_the_notebooks_are_there():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebooks_share_their_helpers_instead_of_copying_them(path):
+    """Showing a grid, training once or reusing a run, reading metrics.jsonl live in genzoo.notebook, written once."""
+    code = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    assert "from genzoo import notebook as nb" in code[0], f"{path.name}: its first code cell imports genzoo.notebook"
+    copies = [f"def {name}(" for name in ("show", "train_once", "read_metrics", "labels_for", "n_params",
+                                          "markdown_table") if any(f"def {name}(" in src for src in code)]
+    assert copies == [], f"{path.name} defines its own {copies}: use genzoo.notebook's"
+    assert not any('"metrics.jsonl"' in src for src in code), f"{path.name} opens metrics.jsonl itself"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_the_title_cell_states_run_times_not_placeholders(path):
     """The first cell tells a student how long the notebook takes; a template placeholder must not ship."""
     title = "".join(nbformat.read(path, as_version=4).cells[0].source)
