@@ -89,7 +89,7 @@ def machine_info(device: str = "cpu") -> dict:
         pass
     cuda = torch.cuda.is_available()
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "load_average": list(os.getloadavg()) if os.name == "posix" else None,
             "gpu": torch.cuda.get_device_name(0) if cuda else None, "eval_device": device,
             "torch": torch.__version__, "cuda": torch.version.cuda if cuda else None,
             "python": platform.python_version(), "platform": platform.platform(), "genzoo": genzoo.__version__}
