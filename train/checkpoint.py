@@ -7,40 +7,89 @@ A run directory holds
     best.pt          the same, at the step with the lowest in-loop FD (with train.eval_every)
     metrics.jsonl    one JSON object per log interval
     samples/         EMA sample grids, step_XXXXXXX.png
+    .lock            held (flock) by the one process training into the directory
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from genzoo.errors import CheckpointError
+from genzoo.errors import CheckpointError, ConfigError, TrainingError
 
 FORMAT = "genzoo-checkpoint/1"
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"  # the checkpoint with the lowest in-loop FD (train.eval_every)
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+LOCK = ".lock"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written temp file behind
+        raise
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """torch.save to a temp file, fsync, then rename: a crash never leaves a half-written checkpoint."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, **state}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # the previous checkpoint at `path` is untouched
+        raise
+
+
+@contextlib.contextmanager
+def run_lock(out: Path, *, active: bool = True):
+    """Hold an exclusive lock on `out` while training into it: a second trainer is refused with one line.
+
+    flock is released by the OS when the process ends, however it ends, so a crash leaves no stale lock.
+    A directory this call created and nothing else wrote into is removed again on the way out.
+    """
+    if not active:
+        yield
+        return
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a run directory; choose another --out")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        f = open(out / LOCK, "a")
+    except OSError as e:
+        raise ConfigError(f"cannot create the run directory {out}: {e.strerror}; choose another --out") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise ConfigError(f"{out} is in use by another training process; wait for it to finish or choose "
+                          f"another --out") from None
+    try:
+        yield
+    except OSError as e:  # disk full, permissions, a removed directory: writes are atomic, so nothing is lost
+        where = f" ({e.filename})" if e.filename else ""
+        raise TrainingError(f"could not write the run{where}: {e.strerror or e}; the last good checkpoint in {out} "
+                            f"is kept. Free space or fix permissions, then continue with --resume") from None
+    finally:
+        f.close()
+        if created and {p.name for p in out.iterdir()} <= {LOCK}:
+            shutil.rmtree(out, ignore_errors=True)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:

@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -40,6 +40,7 @@ from genzoo.contract import Batch
 from genzoo.errors import ConfigError, Interrupted, TrainingError
 from genzoo.evaluation.grid import save_grid
 from genzoo.train import checkpoint as ckpt
+from genzoo.rules import Count, Count0, Decay, Fraction, NonNegative, Range
 from genzoo.train.distributed import DistInfo, LossModule, any_rank, params_in_sync
 from genzoo.train.ema import EMA
 
@@ -48,32 +49,36 @@ logger = logging.getLogger("genzoo.train")
 
 @dataclass
 class TrainConfig:
-    steps: int = 1000  # optimizer steps (each runs every phase once); the LR schedule's horizon
-    minutes: float = 0.0  # wall-clock budget (0 = none); with it the horizon is fitted to the measured speed
-    batch_size: int = 128  # global batch per step: all ranks and all accumulation micro-batches together
-    grad_accum: int = 1
-    lr: float = 2e-4
-    beta1: float = 0.9
-    beta2: float = 0.999
-    weight_decay: float = 0.0
-    phase_lr: tuple[float, ...] = ()  # peak LR per phase in model.phases order (two time-scale rule); () = lr
-    phase_repeats: tuple[int, ...] = ()  # optimizer steps of each phase per step, fresh batch each (e.g. 2,1)
-    warmup_steps: int = 100
+    steps: Count0 = 1000  # optimizer steps (each runs every phase once); the LR schedule's horizon
+    # wall-clock budget (0 = none); with it the horizon is fitted to the measured speed
+    minutes: Annotated[float, Range("[0, 1e6]")] = 0.0
+    # global batch per step: all ranks and all accumulation micro-batches together
+    batch_size: Annotated[int, Range("[1, 65536]")] = 128
+    grad_accum: Annotated[int, Range("[1, 1024]")] = 1
+    lr: Annotated[float, Range("(0, 1]")] = 2e-4
+    beta1: Decay = 0.9
+    beta2: Decay = 0.999
+    weight_decay: Annotated[float, Range("[0, 10]")] = 0.0
+    # peak LR per phase in model.phases order (two time-scale rule); () = lr
+    phase_lr: Annotated[tuple[float, ...], Range("(0, 1]")] = ()
+    # optimizer steps of each phase per step, fresh batch each (e.g. 2,1)
+    phase_repeats: Annotated[tuple[int, ...], Range("[1, 100]")] = ()
+    warmup_steps: Count0 = 100
     schedule: Literal["cosine", "constant"] = "cosine"
-    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at the horizon
-    grad_clip: float = 1.0  # max global grad norm per phase; 0 = off (the norm is still logged)
-    ema_decay: float = 0.999
-    seed: int = 0
+    min_lr_ratio: Fraction = 0.1  # cosine decays to lr * min_lr_ratio at the horizon
+    grad_clip: NonNegative = 1.0  # max global grad norm per phase; 0 = off (the norm is still logged)
+    ema_decay: Decay = 0.999
+    seed: Annotated[int, Range("[0, 4294967295]")] = 0
     device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps
     amp: Literal["auto", "bf16", "fp16", "none"] = "auto"  # auto = bf16 on CUDA, none elsewhere
     compile: bool = False  # torch.compile the loss (CUDA; helps large models)
-    threads: int = 0  # CPU threads per process; 0 = cores / local processes
-    log_every: int = 50
-    sample_every: int = 500  # EMA sample grid every N steps; 0 = only at the end
-    ckpt_every: int = 500
-    n_grid: int = 64  # images in each sample grid
-    eval_every: int = 0  # log FD-<classifier> of eval_n EMA samples every N steps and keep best.pt; 0 = off
-    eval_n: int = 1000
+    threads: Annotated[int, Range("[0, 1024]")] = 0  # CPU threads per process; 0 = cores / local processes
+    log_every: Count = 50
+    sample_every: Count0 = 500  # EMA sample grid every N steps; 0 = only at the end
+    ckpt_every: Count = 500
+    n_grid: Annotated[int, Range("[1, 1024]")] = 64  # images in each sample grid
+    eval_every: Count0 = 0  # log FD-<classifier> of eval_n EMA samples every N steps and keep best.pt; 0 = off
+    eval_n: Annotated[int, Range("[2, 1e6]")] = 1000
 
 
 # keys that may change when a run is resumed (the budget, logging and hardware), all others must match
@@ -367,17 +372,16 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
     LR horizon of the full run: `train(..., stop_after=N)` then `train(..., resume=True)` equals
     one uninterrupted run.
     """
-    p, s = setup(cfg, out_dir, dist=dist, resume=resume, stop_after=stop_after)
-    bar = tqdm(total=s.horizon, initial=s.step, disable=not (progress and dist.is_main), unit="step",
-               dynamic_ncols=True, desc=f"{cfg.family}/{cfg.data.dataset}",
-               mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line every 30 s
-    metrics_file = open(p.out / ckpt.METRICS, "a") if dist.is_main else None
-    p.model.train()
-    stop = None
-    with StopRequest() as stop_request, contextlib.ExitStack() as closing:
-        closing.callback(bar.close)
-        if metrics_file:
-            closing.callback(metrics_file.close)
+    with ckpt.run_lock(Path(out_dir), active=dist.is_main), contextlib.ExitStack() as closing:
+        p, s = setup(cfg, out_dir, dist=dist, resume=resume, stop_after=stop_after)
+        stop_request = closing.enter_context(StopRequest())  # from here Ctrl-C stops at the next step, saved
+        bar = closing.enter_context(tqdm(
+            total=s.horizon, initial=s.step, disable=not (progress and dist.is_main), unit="step",
+            dynamic_ncols=True, desc=f"{cfg.family}/{cfg.data.dataset}",
+            mininterval=0.5 if sys.stderr.isatty() else 30))  # a log file gets a line every 30 s
+        metrics_file = closing.enter_context(open(p.out / ckpt.METRICS, "a")) if dist.is_main else None
+        p.model.train()
+        stop = None
         while s.step < s.end and stop is None:
             train_step(p, s)
             fit_horizon(p.tc, s, stop_after)
@@ -386,7 +390,7 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
             maybe_grid(p, s)
             maybe_evaluate(p, s, metrics_file)
             maybe_save(p, s)
-    return finish(p, s, stop or "done")
+        return finish(p, s, stop or "done")
 
 
 def train_step(p: Parts, s: TrainState) -> None:
