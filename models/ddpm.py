@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 
@@ -24,6 +24,7 @@ from genzoo.errors import ConfigError
 from genzoo.models.diffusion import samplers
 from genzoo.models.diffusion.process import GaussianDiffusion
 from genzoo.models.unet import UNet, UNetConfig
+from genzoo.rules import Fraction, NonNegative, Range
 
 
 def cxx_compiler() -> str | None:
@@ -134,12 +135,12 @@ class DiffusionConfig:
     """The process and the conditioning, shared by the three diffusion families (ddpm, dit, ldm): each
     family's config extends it with its network's keys, so every key stays flat (`--set model.T=...`)."""
 
-    T: int = 1000
+    T: Annotated[int, Range("[2, 100000]")] = 1000
     schedule: Literal["linear", "cosine"] = "linear"
     objective: Literal["eps", "x0", "v"] = "eps"
-    min_snr_gamma: float = 0.0  # 0 = L_simple; 5 = min-SNR-5 weighting
+    min_snr_gamma: NonNegative = 0.0  # 0 = L_simple; 5 = min-SNR-5 weighting
     class_cond: bool = False
-    p_uncond: float = 0.1  # label dropout for classifier-free guidance
+    p_uncond: Fraction = 0.1  # label dropout for classifier-free guidance
 
 
 @dataclass
@@ -152,10 +153,10 @@ class SamplerConfig:
     """The sampling knobs of the three diffusion families (`DDPM.sample_x0`)."""
 
     name: Literal["ddpm", "ddim", "dpm++2m", "euler", "heun"] = "ddim"
-    steps: int = 50
-    eta: float = 0.0  # DDIM stochasticity: 0 deterministic, 1 ancestral
+    steps: Annotated[int, Range("[1, 100000]")] = 50
+    eta: Fraction = 0.0  # DDIM stochasticity: 0 deterministic, 1 ancestral
     var: Literal["beta_tilde", "beta"] = "beta_tilde"  # ancestral sampler's variance
-    cfg_scale: float = 1.0  # classifier-free guidance; 1 = conditional model as trained
+    cfg_scale: Annotated[float, Range("[0, 100]")] = 1.0  # classifier-free guidance; 1 = conditional model as trained
     clip_x0: bool = True  # clip x0_hat to [-1, 1] at every step
     compile: bool = False  # torch.compile the network for sampling (see DDPM.compiled_net)
 

@@ -14,7 +14,7 @@ The `dit` family is the same Gaussian diffusion, samplers and classifier-free gu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn as nn
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from genzoo.contract import classes
 from genzoo.models.ddpm import DDPM, DiffusionConfig, SamplerConfig  # noqa: F401  (SamplerConfig: ddpm's knobs)
 from genzoo.models.layers import timestep_embedding
+from genzoo.rules import Range
 
 
 def sincos_2d(D: int, h: int, w: int) -> torch.Tensor:
@@ -126,11 +127,11 @@ class DiTDiffusion(DDPM):
 class DiTNetConfig:
     """The network's keys (also part of LDMConfig, for model.denoiser=dit)."""
 
-    patch: int = 2
-    hidden: int = 384  # D
-    depth: int = 12
-    heads: int = 6
-    mlp_ratio: float = 4.0
+    patch: Annotated[int, Range("[1, 64]")] = 2
+    hidden: Annotated[int, Range("[1, 8192]")] = 384  # D
+    depth: Annotated[int, Range("[1, 128]")] = 12
+    heads: Annotated[int, Range("[1, 64]")] = 6
+    mlp_ratio: Annotated[float, Range("(0, 64]")] = 4.0
     pos: Literal["sincos", "learned"] = "sincos"
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn as nn
@@ -26,6 +26,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from genzoo.contract import GenerativeModel, classes
 from genzoo.models.layers import group_norm
+from genzoo.rules import NonNegative, Range
 
 
 class Generator(nn.Module):
@@ -164,18 +165,18 @@ class GAN(GenerativeModel):
 
 @dataclass
 class GANConfig:
-    z_dim: int = 64
-    channels: int = 32  # G's last / D's first width; widths double per level
-    levels: int = 2  # x2 upsamplings in G (and downsamplings in D): images start at H / 2^levels
+    z_dim: Annotated[int, Range("[1, 4096]")] = 64
+    channels: Annotated[int, Range("[1, 4096]")] = 32  # G's last / D's first width; widths double per level
+    levels: Annotated[int, Range("[1, 8]")] = 2  # x2 upsamplings in G (and downsamplings in D): images start at H / 2^levels
     loss: Literal["ns", "hinge"] = "ns"
     d_norm: Literal["spectral", "batch", "none"] = "spectral"
-    r1_gamma: float = 0.0  # weight of the R1 penalty on real data; 0 = off
+    r1_gamma: NonNegative = 0.0  # weight of the R1 penalty on real data; 0 = off
     class_cond: bool = False
 
 
 @dataclass
 class SamplerConfig:
-    truncation: float = 1.0  # z ~ N(0, truncation^2 I); < 1 trades diversity for fidelity
+    truncation: Annotated[float, Range("(0, 100]")] = 1.0  # z ~ N(0, truncation^2 I); < 1 trades diversity for fidelity
 
 
 PRESETS = {

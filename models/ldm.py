@@ -18,7 +18,7 @@ autoencoder's weights (train/latents.py). `sample` draws z with any sampler and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn as nn
@@ -30,6 +30,7 @@ from genzoo.models.ddpm import DDPM, DiffusionConfig
 from genzoo.models.dit import DiT, DiTNetConfig
 from genzoo.models.distributions import quantize
 from genzoo.models.unet import UNet, UNetConfig
+from genzoo.rules import Range
 
 
 class LatentDiffusion(GenerativeModel):
@@ -117,15 +118,15 @@ class LDMConfig(DiffusionConfig, DiTNetConfig, UNetConfig):
     autoencoder: str = ""  # the first stage: a finished vae (latent_channels > 0) or vqvae run directory
     denoiser: Literal["unet", "dit"] = "unet"
     # defaults sized for 7x7 latents: the U-Net's (models/unet.py) ...
-    channels: int = 64
-    ch_mult: tuple[int, ...] = (1, 2)
-    attn_res: tuple[int, ...] = (4,)
-    heads: int = 1
-    dropout: float = 0.0
+    channels: Annotated[int, Range("[1, 4096]")] = 64
+    ch_mult: Annotated[tuple[int, ...], Range("[1, 16]")] = (1, 2)
+    attn_res: Annotated[tuple[int, ...], Range("[1, 4096]")] = (4,)
+    heads: Annotated[int, Range("[1, 64]")] = 1
+    dropout: Annotated[float, Range("[0, 1)")] = 0.0
     # ... and the DiT's (models/dit.py)
-    patch: int = 1
-    hidden: int = 128
-    depth: int = 6
+    patch: Annotated[int, Range("[1, 64]")] = 1
+    hidden: Annotated[int, Range("[1, 8192]")] = 128
+    depth: Annotated[int, Range("[1, 128]")] = 6
 
 
 @dataclass

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn as nn
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 from genzoo.contract import GenerativeModel, classes
 from genzoo.models.distributions import nats_to_bits_per_dim
 from genzoo.models.layers import sample_categorical
+from genzoo.rules import Range
 
 LEVELS = 256  # 8-bit sub-pixel values
 
@@ -202,16 +204,16 @@ class PixelCNN(GenerativeModel):
 
 @dataclass
 class PixelCNNConfig:
-    channels: int = 32  # width of both stacks
-    layers: int = 8  # gated layers; each widens the receptive field by kernel // 2 rows and columns
-    kernel: int = 3  # odd
-    head: int = 64  # hidden width of the output head, per sub-pixel
+    channels: Annotated[int, Range("[1, 4096]")] = 32  # width of both stacks
+    layers: Annotated[int, Range("[1, 128]")] = 8  # gated layers; each widens the receptive field by kernel // 2 rows and columns
+    kernel: Annotated[int, Range("[1, 31]")] = 3  # odd
+    head: Annotated[int, Range("[1, 4096]")] = 64  # hidden width of the output head, per sub-pixel
     class_cond: bool = False  # a class embedding biases every gate (eq. 4)
 
 
 @dataclass
 class SamplerConfig:
-    temperature: float = 1.0  # softmax(logits / temperature); 0 = greedy
+    temperature: Annotated[float, Range("[0, 100]")] = 1.0  # softmax(logits / temperature); 0 = greedy
     cache: bool = True  # reuse finished rows of the vertical stack (same samples, much faster)
 
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn as nn
@@ -54,6 +55,7 @@ from genzoo.contract import GenerativeModel, classes
 from genzoo.errors import ConfigError
 from genzoo.models.distributions import nats_to_bits_per_dim
 from genzoo.models.layers import sample_categorical
+from genzoo.rules import Range
 
 LEVELS = 256  # 8-bit sub-pixel values: the vocabulary on pixels
 
@@ -275,11 +277,11 @@ class TokenPrior(CausalTransformer):
 
 @dataclass
 class TransformerConfig:
-    d_model: int = 64
-    n_layers: int = 4
-    n_heads: int = 4
-    mlp_ratio: int = 4
-    dropout: float = 0.0
+    d_model: Annotated[int, Range("[1, 8192]")] = 64
+    n_layers: Annotated[int, Range("[1, 128]")] = 4
+    n_heads: Annotated[int, Range("[1, 64]")] = 4
+    mlp_ratio: Annotated[int, Range("[1, 64]")] = 4
+    dropout: Annotated[float, Range("[0, 1)")] = 0.0
     class_cond: bool = False  # a start token per class
     class_every: bool = False  # class_cond: also add a class embedding to every position's input
     above: bool = True  # add an embedding of the token one row up to each input (see the module docstring)
@@ -288,8 +290,8 @@ class TransformerConfig:
 
 @dataclass
 class SamplerConfig:
-    temperature: float = 1.0  # softmax(logits / temperature); 0 = greedy
-    top_k: int = 0  # sample among the k most likely tokens only; 0 = all
+    temperature: Annotated[float, Range("[0, 100]")] = 1.0  # softmax(logits / temperature); 0 = greedy
+    top_k: Annotated[int, Range("[0, 65536]")] = 0  # sample among the k most likely tokens only; 0 = all
     kv_cache: bool = True  # reuse the keys / values of earlier tokens (same samples, much faster)
 
 

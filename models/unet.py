@@ -13,12 +13,14 @@ used by classifier-free guidance (Ho & Salimans 2022).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from genzoo.models.layers import Downsample, ResBlock, Upsample, group_norm, timestep_embedding
+from genzoo.rules import Range
 
 
 def zero_(module: nn.Module) -> nn.Module:
@@ -126,9 +128,9 @@ class UNet(nn.Module):
 class UNetConfig:
     """The network's keys (part of DDPMConfig and LDMConfig)."""
 
-    channels: int = 128  # width at full resolution
-    ch_mult: tuple[int, ...] = (1, 2, 2, 2)  # per resolution; len-1 downsamplings
-    blocks: int = 2  # residual blocks per resolution (encoder)
-    attn_res: tuple[int, ...] = (16,)  # feature-map sizes (H) with self-attention
-    heads: int = 1  # DDPM: one head
-    dropout: float = 0.1
+    channels: Annotated[int, Range("[1, 4096]")] = 128  # width at full resolution
+    ch_mult: Annotated[tuple[int, ...], Range("[1, 16]")] = (1, 2, 2, 2)  # per resolution; len-1 downsamplings
+    blocks: Annotated[int, Range("[1, 16]")] = 2  # residual blocks per resolution (encoder)
+    attn_res: Annotated[tuple[int, ...], Range("[1, 4096]")] = (16,)  # feature-map sizes (H) with self-attention
+    heads: Annotated[int, Range("[1, 64]")] = 1  # DDPM: one head
+    dropout: Annotated[float, Range("[0, 1)")] = 0.1

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn as nn
@@ -23,6 +23,7 @@ from genzoo.contract import GenerativeModel, classes
 from genzoo.models.distributions import (discretized_logistic_log_prob, discretized_logistic_sample,
                                          nats_to_bits_per_dim, quantize)
 from genzoo.models.layers import ResBlock, conv_encoder, group_norm, halvings
+from genzoo.rules import Range
 
 
 class VAE(GenerativeModel):
@@ -166,20 +167,20 @@ class VAE(GenerativeModel):
 
 @dataclass
 class VAEConfig:
-    channels: int = 32  # width at full resolution
-    ch_mult: tuple[int, ...] = (1, 2)  # width multiplier per resolution; len-1 downsamplings
-    blocks: int = 1  # residual blocks per resolution (0 = a plain strided-conv encoder/decoder)
-    z_dim: int = 16  # size of the latent vector (when latent_channels = 0)
-    latent_channels: int = 0  # > 0: a spatial latent (latent_channels, H/down, W/down), the LDM first stage
-    beta: float = 1.0  # weight of the KL term in the training loss (1 = the ELBO)
+    channels: Annotated[int, Range("[1, 4096]")] = 32  # width at full resolution
+    ch_mult: Annotated[tuple[int, ...], Range("[1, 16]")] = (1, 2)  # width multiplier per resolution; len-1 downsamplings
+    blocks: Annotated[int, Range("[0, 16]")] = 1  # residual blocks per resolution (0 = a plain strided-conv encoder/decoder)
+    z_dim: Annotated[int, Range("[1, 4096]")] = 16  # size of the latent vector (when latent_channels = 0)
+    latent_channels: Annotated[int, Range("[0, 1024]")] = 0  # > 0: a spatial latent (latent_channels, H/down, W/down), the LDM first stage
+    beta: Annotated[float, Range("[0, 1000]")] = 1.0  # weight of the KL term in the training loss (1 = the ELBO)
     class_cond: bool = False  # condition encoder and decoder on the label
     scale: Literal["pixel", "shared"] = "pixel"  # decoder scale: per pixel, or one learned per channel (sigma-VAE)
-    min_log_scale: float = -7.0  # floor of the decoder's log-scale (PixelCNN++)
+    min_log_scale: Annotated[float, Range("[-20, 0]")] = -7.0  # floor of the decoder's log-scale (PixelCNN++)
 
 
 @dataclass
 class SamplerConfig:
-    temperature: float = 1.0  # z ~ N(0, temperature^2 I)
+    temperature: Annotated[float, Range("[0, 100]")] = 1.0  # z ~ N(0, temperature^2 I)
     decode: Literal["mean", "sample"] = "mean"  # decoder mean (usual figure) or a draw from p(x|z)
 
 

@@ -31,6 +31,7 @@ with EMA-averaged encoder and decoder weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.distributed as dist
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 
 from genzoo.contract import GenerativeModel, classes
 from genzoo.models.layers import ResBlock, Upsample, conv_encoder, group_norm, halvings
+from genzoo.rules import Decay, NonNegative, Range
 
 
 class VectorQuantizer(nn.Module):
@@ -217,20 +219,20 @@ class VQVAE(GenerativeModel):
 
 @dataclass
 class VQVAEConfig:
-    channels: int = 32  # width at full resolution
-    ch_mult: tuple[int, ...] = (1, 2, 2)  # width multiplier per resolution; len-1 downsamplings (28 -> 7)
-    blocks: int = 1  # residual blocks per resolution
-    code_dim: int = 16  # D, the dimension of a code vector
-    codebook_size: int = 256  # K
-    beta: float = 0.25  # commitment weight (paper Sec. 4: 0.25)
-    decay: float = 0.99  # gamma of the EMA codebook (App. A.1: 0.99)
-    restart_threshold: float = 1.0  # codes used fewer times per batch (EMA) are restarted; 0 = never
+    channels: Annotated[int, Range("[1, 4096]")] = 32  # width at full resolution
+    ch_mult: Annotated[tuple[int, ...], Range("[1, 16]")] = (1, 2, 2)  # width multiplier per resolution; len-1 downsamplings (28 -> 7)
+    blocks: Annotated[int, Range("[0, 16]")] = 1  # residual blocks per resolution
+    code_dim: Annotated[int, Range("[1, 4096]")] = 16  # D, the dimension of a code vector
+    codebook_size: Annotated[int, Range("[2, 65536]")] = 256  # K
+    beta: Annotated[float, Range("[0, 1000]")] = 0.25  # commitment weight (paper Sec. 4: 0.25)
+    decay: Decay = 0.99  # gamma of the EMA codebook (App. A.1: 0.99)
+    restart_threshold: NonNegative = 1.0  # codes used fewer times per batch (EMA) are restarted; 0 = never
     class_cond: bool = False  # only the baseline unigram prior is per class; the autoencoder is unconditional
 
 
 @dataclass
 class SamplerConfig:
-    temperature: float = 1.0  # unigram prior p_j ~ usage_j^(1 / temperature)
+    temperature: Annotated[float, Range("(0, 100]")] = 1.0  # unigram prior p_j ~ usage_j^(1 / temperature)
 
 
 PRESETS = {
