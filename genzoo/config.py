@@ -18,9 +18,10 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from genzoo.errors import ConfigError
+from genzoo.rules import Range, check_field
 
 
 @dataclass
@@ -28,8 +29,9 @@ class DataConfig:
     dataset: str = "mnist"
     root: str = ""  # "" = $GENZOO_DATA or ~/.cache/genzoo/data
     download: bool = False  # allow torchvision to download (opt-in only)
-    image_size: int = 0  # 0 = the dataset's native size; else resized once in memory
-    channels: int = 0  # 0 = native; 3 repeats a grey dataset (synthetic: generated channels)
+    image_size: Annotated[int, Range("[0, 1024]")] = 0  # 0 = the dataset's native size; else resized once in memory
+    # 0 = native; 3 repeats a grey dataset (synthetic: generated channels)
+    channels: Annotated[int, Range("[0, 4]")] = 0
 
 
 @dataclass
@@ -126,6 +128,7 @@ def set_key(cfg: RunConfig, key: str, value: Any, *, from_text: bool) -> None:
     tp = hints[name]
     value = _parse_value(value, tp, key) if from_text else _check_value(value, tp, key)
     setattr(obj, name, value)
+    check_field(obj, name, section)  # its declared range (genzoo.rules)
 
 
 def apply_dict(cfg: RunConfig, overrides: dict[str, dict[str, Any]]) -> None:

@@ -16,6 +16,7 @@ from genzoo.config import DataConfig, RunConfig, apply_dict, apply_overrides
 from genzoo.contract import MODULE_NAMES, OPTIONAL_MODULE_NAMES
 from genzoo.errors import ConfigError
 from genzoo.models import ddpm, dit, gan, ldm, pixelcnn, transformer, vae, vqvae
+from genzoo.rules import validate
 from genzoo.train.trainer import TrainConfig
 
 
@@ -76,6 +77,7 @@ def resolve_config(family: str, *, dataset: str | None = None, preset: str = "qu
     if dataset is not None:
         cfg.data.dataset = dataset
     apply_overrides(cfg, list(overrides))
+    validate(cfg)
     return cfg
 
 
@@ -91,6 +93,7 @@ def config_from_dict(d: dict) -> RunConfig:
         apply_dict(cfg, {"model": model, **{k: d[k] for k in ("sampler", "data", "train")}})
     except (KeyError, TypeError) as e:
         raise ConfigError(f"not a genzoo run config (missing {e})") from None
+    validate(cfg)
     return cfg
 
 

@@ -54,6 +54,11 @@ class Range:
         return math.isinf(hi) and right == "]"
 
 
+@dataclass(frozen=True)
+class NonEmpty:
+    """A tuple field that must hold at least one element."""
+
+
 # the rules most fields need, by name
 Positive = Annotated[float, Range("(0, inf)")]
 NonNegative = Annotated[float, Range("[0, inf)")]
@@ -61,6 +66,7 @@ Fraction = Annotated[float, Range("[0, 1]")]
 Decay = Annotated[float, Range("[0, 1)")]  # EMA decays, Adam betas
 Count = Annotated[int, Range("[1, 1e9]")]  # steps, intervals, sizes that must be at least 1
 Count0 = Annotated[int, Range("[0, 1e9]")]  # the same where 0 means "off" or "none"
+Multipliers = Annotated[tuple[int, ...], Range("[1, 16]"), NonEmpty()]  # width per resolution (ch_mult)
 
 
 def _rule_of(hint: Any) -> Range | None:
@@ -75,21 +81,38 @@ def _numbers(value: Any) -> list:
     return [v for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
+def check_field(obj: Any, name: str, section: str) -> None:
+    """Check one field of a config dataclass against its declared rule (and floats for finiteness)."""
+    value = getattr(obj, name)
+    hint = typing.get_type_hints(type(obj), include_extras=True).get(name)
+    rule = _rule_of(hint)
+    if typing.get_origin(hint) is Annotated and any(isinstance(m, NonEmpty) for m in hint.__metadata__) \
+            and not value:
+        raise ConfigError(f"{section}.{name}={value!r}: must hold at least one value, e.g. {section}.{name}=1,2")
+    for v in _numbers(value):
+        if isinstance(v, float) and not math.isfinite(v) and not (rule and rule.allows_inf() and v > 0):
+            raise ConfigError(f"{section}.{name}={value!r}: must be a finite number"
+                              + (f" in {rule.text}" if rule else ""))
+        if rule is not None and not rule.holds(v):
+            what = "every element must be" if isinstance(value, (tuple, list)) else "must be"
+            raise ConfigError(f"{section}.{name}={value!r}: {what} in {rule.text}")
+
+
 def check_section(obj: Any, section: str) -> None:
-    """Check every field of one config dataclass against its declared rule (and floats for finiteness)."""
-    hints = typing.get_type_hints(type(obj), include_extras=True)
+    """Check every field of one config dataclass."""
     for f in dataclasses.fields(obj):
-        value, rule = getattr(obj, f.name), _rule_of(hints.get(f.name))
-        for v in _numbers(value):
-            if isinstance(v, float) and not math.isfinite(v) and not (rule and rule.allows_inf() and v > 0):
-                raise ConfigError(f"{section}.{f.name}={value!r}: must be a finite number"
-                                  + (f" in {rule.text}" if rule else ""))
-            if rule is not None and not rule.holds(v):
-                what = "every element" if isinstance(value, (tuple, list)) else "must be"
-                raise ConfigError(f"{section}.{f.name}={value!r}: {what} in {rule.text}")
+        check_field(obj, f.name, section)
 
 
 def validate(cfg) -> None:
-    """Check a resolved RunConfig; raises ConfigError naming the key, the value and the rule."""
+    """Check every field of a resolved RunConfig, then the rules that join fields; raises ConfigError
+    naming the key, the value and the rule."""
     for section in ("model", "sampler", "data", "train"):
         check_section(getattr(cfg, section), section)
+    tc = cfg.train
+    if tc.batch_size % tc.grad_accum:
+        raise ConfigError(f"train.batch_size={tc.batch_size} must be divisible by train.grad_accum={tc.grad_accum}")
+    if tc.steps == 0 and tc.minutes == 0:
+        raise ConfigError("set a budget: train.steps > 0 (--steps) or train.minutes > 0 (--minutes)")
+    if cfg.data.image_size and cfg.data.image_size < 8:
+        raise ConfigError(f"data.image_size={cfg.data.image_size}: must be 0 (the dataset's own) or at least 8")

@@ -167,7 +167,8 @@ class GAN(GenerativeModel):
 class GANConfig:
     z_dim: Annotated[int, Range("[1, 4096]")] = 64
     channels: Annotated[int, Range("[1, 4096]")] = 32  # G's last / D's first width; widths double per level
-    levels: Annotated[int, Range("[1, 8]")] = 2  # x2 upsamplings in G (and downsamplings in D): images start at H / 2^levels
+    # x2 upsamplings in G (and downsamplings in D): images start at H / 2^levels
+    levels: Annotated[int, Range("[1, 8]")] = 2
     loss: Literal["ns", "hinge"] = "ns"
     d_norm: Literal["spectral", "batch", "none"] = "spectral"
     r1_gamma: NonNegative = 0.0  # weight of the R1 penalty on real data; 0 = off

@@ -30,7 +30,7 @@ from genzoo.models.ddpm import DDPM, DiffusionConfig
 from genzoo.models.dit import DiT, DiTNetConfig
 from genzoo.models.distributions import quantize
 from genzoo.models.unet import UNet, UNetConfig
-from genzoo.rules import Range
+from genzoo.rules import Multipliers, Range
 
 
 class LatentDiffusion(GenerativeModel):
@@ -119,7 +119,7 @@ class LDMConfig(DiffusionConfig, DiTNetConfig, UNetConfig):
     denoiser: Literal["unet", "dit"] = "unet"
     # defaults sized for 7x7 latents: the U-Net's (models/unet.py) ...
     channels: Annotated[int, Range("[1, 4096]")] = 64
-    ch_mult: Annotated[tuple[int, ...], Range("[1, 16]")] = (1, 2)
+    ch_mult: Multipliers = (1, 2)
     attn_res: Annotated[tuple[int, ...], Range("[1, 4096]")] = (4,)
     heads: Annotated[int, Range("[1, 64]")] = 1
     dropout: Annotated[float, Range("[0, 1)")] = 0.0

@@ -205,7 +205,8 @@ class PixelCNN(GenerativeModel):
 @dataclass
 class PixelCNNConfig:
     channels: Annotated[int, Range("[1, 4096]")] = 32  # width of both stacks
-    layers: Annotated[int, Range("[1, 128]")] = 8  # gated layers; each widens the receptive field by kernel // 2 rows and columns
+    # gated layers; each widens the receptive field by kernel // 2 rows and columns
+    layers: Annotated[int, Range("[1, 128]")] = 8
     kernel: Annotated[int, Range("[1, 31]")] = 3  # odd
     head: Annotated[int, Range("[1, 4096]")] = 64  # hidden width of the output head, per sub-pixel
     class_cond: bool = False  # a class embedding biases every gate (eq. 4)

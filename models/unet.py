@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genzoo.models.layers import Downsample, ResBlock, Upsample, group_norm, timestep_embedding
-from genzoo.rules import Range
+from genzoo.rules import Multipliers, Range
 
 
 def zero_(module: nn.Module) -> nn.Module:
@@ -129,7 +129,7 @@ class UNetConfig:
     """The network's keys (part of DDPMConfig and LDMConfig)."""
 
     channels: Annotated[int, Range("[1, 4096]")] = 128  # width at full resolution
-    ch_mult: Annotated[tuple[int, ...], Range("[1, 16]")] = (1, 2, 2, 2)  # per resolution; len-1 downsamplings
+    ch_mult: Multipliers = (1, 2, 2, 2)  # per resolution; len-1 downsamplings
     blocks: Annotated[int, Range("[1, 16]")] = 2  # residual blocks per resolution (encoder)
     attn_res: Annotated[tuple[int, ...], Range("[1, 4096]")] = (16,)  # feature-map sizes (H) with self-attention
     heads: Annotated[int, Range("[1, 64]")] = 1  # DDPM: one head

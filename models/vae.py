@@ -23,7 +23,7 @@ from genzoo.contract import GenerativeModel, classes
 from genzoo.models.distributions import (discretized_logistic_log_prob, discretized_logistic_sample,
                                          nats_to_bits_per_dim, quantize)
 from genzoo.models.layers import ResBlock, conv_encoder, group_norm, halvings
-from genzoo.rules import Range
+from genzoo.rules import Multipliers, Range
 
 
 class VAE(GenerativeModel):
@@ -168,10 +168,12 @@ class VAE(GenerativeModel):
 @dataclass
 class VAEConfig:
     channels: Annotated[int, Range("[1, 4096]")] = 32  # width at full resolution
-    ch_mult: Annotated[tuple[int, ...], Range("[1, 16]")] = (1, 2)  # width multiplier per resolution; len-1 downsamplings
-    blocks: Annotated[int, Range("[0, 16]")] = 1  # residual blocks per resolution (0 = a plain strided-conv encoder/decoder)
+    ch_mult: Multipliers = (1, 2)  # width multiplier per resolution; len-1 downsamplings
+    # residual blocks per resolution (0 = a plain strided-conv encoder/decoder)
+    blocks: Annotated[int, Range("[0, 16]")] = 1
     z_dim: Annotated[int, Range("[1, 4096]")] = 16  # size of the latent vector (when latent_channels = 0)
-    latent_channels: Annotated[int, Range("[0, 1024]")] = 0  # > 0: a spatial latent (latent_channels, H/down, W/down), the LDM first stage
+    # > 0: a spatial latent (latent_channels, H/down, W/down), the LDM first stage
+    latent_channels: Annotated[int, Range("[0, 1024]")] = 0
     beta: Annotated[float, Range("[0, 1000]")] = 1.0  # weight of the KL term in the training loss (1 = the ELBO)
     class_cond: bool = False  # condition encoder and decoder on the label
     scale: Literal["pixel", "shared"] = "pixel"  # decoder scale: per pixel, or one learned per channel (sigma-VAE)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from genzoo.contract import GenerativeModel, classes
 from genzoo.models.layers import ResBlock, Upsample, conv_encoder, group_norm, halvings
-from genzoo.rules import Decay, NonNegative, Range
+from genzoo.rules import Decay, Multipliers, NonNegative, Range
 
 
 class VectorQuantizer(nn.Module):
@@ -220,7 +220,7 @@ class VQVAE(GenerativeModel):
 @dataclass
 class VQVAEConfig:
     channels: Annotated[int, Range("[1, 4096]")] = 32  # width at full resolution
-    ch_mult: Annotated[tuple[int, ...], Range("[1, 16]")] = (1, 2, 2)  # width multiplier per resolution; len-1 downsamplings (28 -> 7)
+    ch_mult: Multipliers = (1, 2, 2)  # width multiplier per resolution; len-1 downsamplings (28 -> 7)
     blocks: Annotated[int, Range("[0, 16]")] = 1  # residual blocks per resolution
     code_dim: Annotated[int, Range("[1, 4096]")] = 16  # D, the dimension of a code vector
     codebook_size: Annotated[int, Range("[2, 65536]")] = 256  # K
