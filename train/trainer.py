@@ -8,12 +8,15 @@ pure function of (seed, epoch), and the checkpoint holds every RNG state and the
     p, s = setup(cfg, out_dir)      # Parts built once (model, EMA, optimizers, data, ...) and the TrainState
     while s.step < s.end:           # train(): the loop is a list of named steps over (p, s)
         train_step(p, s)            #   every phase's optimizer step(s), then the EMA
-        fit_horizon(...)            #   the LR horizon and this session's end (the time budget)
+        fit_horizon(...)            #   the LR horizon, fitted to the time budget, and this session's end
         stop_check(...)             #   Ctrl-C / SIGTERM or the budget spent, agreed by every rank
         log(...); maybe_grid(...); maybe_evaluate(...); maybe_save(...)
     finish(p, s, stop)              # the last checkpoint and grid, the end event, the summary
 
 The benchmarks time `train_step` / `forward_backward` on the same `setup()`.
+
+A time budget (train.minutes) counts training only: sample grids and in-loop evaluations run off the
+clock (`off_the_clock`) and are reported apart as `eval_s`.
 """
 
 from __future__ import annotations
@@ -79,12 +82,18 @@ class TrainConfig:
     n_grid: Annotated[int, Range("[1, 1024]")] = 64  # images in each sample grid
     eval_every: Count0 = 0  # log FD-<classifier> of eval_n EMA samples every N steps and keep best.pt; 0 = off
     eval_n: Annotated[int, Range("[2, 1e6]")] = 1000
+    # besides eval_every: this many in-loop FD evaluations spread evenly over the (fitted) horizon; 0 = off
+    eval_points: Annotated[int, Range("[0, 1000]")] = 0
 
 
 # keys that may change when a run is resumed (the budget, logging and hardware), all others must match
 RESUMABLE_CHANGES = {"train.steps", "train.minutes", "train.log_every", "train.sample_every", "train.ckpt_every",
                      "train.device", "train.threads", "train.compile", "data.root", "data.download",
-                     "train.eval_every", "train.eval_n"}
+                     "train.eval_every", "train.eval_n", "train.eval_points"}
+
+WARM_STEPS = 10  # each session's first steps, left out of the speed measurement (first kernels, allocator, compile)
+REFIT_AT = (0.25, 0.5, 0.75, 0.9, 0.97)  # fractions of the fitted horizon at which a time budget refits it
+clock = time.perf_counter  # the budget's clock (a test swaps in a fake one)
 
 
 def lr_at(step: int, horizon: int, tc: TrainConfig, peak: float | None = None) -> float:
@@ -176,16 +185,28 @@ class TrainState:
     end: int = 10**9  # the step this session stops at: the horizon, or stop_after
     consumed: int = 0  # micro-batches drawn from the data order, all phases together
     elapsed_before: float = 0.0  # training seconds of the earlier sessions of this run
+    eval_before: float = 0.0  # off-the-clock seconds (grids, in-loop FD) of the earlier sessions
+    evals_done: int = 0  # in-loop evaluations of train.eval_points done so far
     best_fd: float = float("inf")  # lowest in-loop FD so far (best.pt)
     resumed: bool = False
     first_bad: torch.Tensor | None = None  # () long on the device: first step with a non-finite loss, -1 = none
     t_start: float = 0.0  # this session's clock
     t_log: float = 0.0  # time of the last metrics row
+    paused: float = 0.0  # this session's seconds off the clock (grids, in-loop FD)
+    paused_log: float = 0.0  # `paused` at the last metrics row
+    session_start: int = 0  # the step this session started at
+    mark: tuple[int, float] | None = None  # (step, elapsed) at the last fit (or the warm-up's end): the speed window
+    next_fit: int = 10**9  # the step of the next horizon fit (train.minutes)
     sums: dict = field(default_factory=dict)  # logged terms summed on the device since the last row
     n_logged: int = 0  # steps in `sums`
 
     def elapsed(self, now: float | None = None) -> float:
-        return self.elapsed_before + (time.time() if now is None else now) - self.t_start
+        """Training seconds of the run so far: every session's, less the time off the clock."""
+        return self.elapsed_before + (clock() if now is None else now) - self.t_start - self.paused
+
+    def eval_s(self) -> float:
+        """Seconds off the clock (sample grids, in-loop FD) of the run so far."""
+        return self.eval_before + self.paused
 
 
 @dataclass
@@ -268,8 +289,9 @@ def setup(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
         out.mkdir(parents=True, exist_ok=True)
         ckpt.atomic_write_text(out / ckpt.CONFIG, cfg.to_json())
     s.first_bad = torch.full((), -1, device=device, dtype=torch.long)
-    s.t_start = s.t_log = time.time()
-    fit_horizon(tc, s, stop_after)
+    s.t_start = s.t_log = clock()
+    s.session_start, s.next_fit = s.step, s.step + 2 * WARM_STEPS  # every session measures its own speed
+    fit_horizon(p, s, stop_after)
     return p, s
 
 
@@ -342,6 +364,7 @@ def restore(saved: dict, model, ema: EMA, optims: dict, scaler, s: TrainState, r
     scaler.load_state_dict(saved["scaler"])
     s.step, s.horizon, s.consumed = saved["step"], saved["horizon"], saved["consumed"]
     s.elapsed_before, s.best_fd = saved["elapsed_s"], saved.get("best_fd", float("inf"))
+    s.eval_before, s.evals_done = saved.get("eval_s", 0.0), saved.get("evals_done", 0)
     s.resumed = True
     if restore_rng:
         ckpt.restore_rng(saved["rng"])
@@ -384,7 +407,7 @@ def train(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
         stop = None
         while s.step < s.end and stop is None:
             train_step(p, s)
-            fit_horizon(p.tc, s, stop_after)
+            fit_horizon(p, s, stop_after)
             stop = stop_check(p, s, stop_request)
             log(p, s, bar, metrics_file, force=stop is not None)
             maybe_grid(p, s)
@@ -449,13 +472,52 @@ def forward_backward(p: Parts, batch: Batch, phase: str) -> tuple[torch.Tensor, 
     return loss.detach(), terms
 
 
-def fit_horizon(tc: TrainConfig, s: TrainState, stop_after: int | None) -> None:
-    """The LR horizon and this session's end. With train.minutes a fresh run fits the horizon to the
-    budget once, from the speed of its first 10 steps (capped by train.steps); a resumed run keeps its own."""
-    if tc.minutes and not s.resumed and s.step == 10:
-        per_step = (time.time() - s.t_start) / 10
-        s.horizon = min(tc.steps or 10**9, int(tc.minutes * 60 / per_step))
+def fit_horizon(p: Parts, s: TrainState, stop_after: int | None) -> None:
+    """The LR horizon and this session's end.
+
+    With train.minutes the horizon is the step at which the budget runs out at the measured speed (capped
+    by train.steps). Each session leaves its first WARM_STEPS steps (one-time start-up costs) out, fits the
+    horizon from the speed of the next WARM_STEPS steps, and fits it again at each REFIT_AT fraction of it
+    from the speed since the previous fit, so that the schedule ends on the budget when the speed drifts. Rank 0's
+    horizon is every rank's. The horizon is saved in the checkpoint, so a resumed run continues its schedule.
+    """
+    tc = p.tc
+    if tc.minutes:
+        if s.step == s.session_start + WARM_STEPS:
+            s.mark = (s.step, s.elapsed())
+        elif s.mark is not None and s.step >= s.next_fit and s.step > s.mark[0]:
+            s.horizon = rank0(p, min(tc.steps or 10**9, measured_horizon(tc, s)))
+            s.mark = (s.step, s.elapsed())  # the next fit measures the speed since this one
+            s.next_fit = next((round(f * s.horizon) for f in REFIT_AT if round(f * s.horizon) > s.step), 10**9)
     s.end = min(s.horizon, stop_after) if stop_after else s.horizon
+
+
+def measured_horizon(tc: TrainConfig, s: TrainState) -> int:
+    """The step at which train.minutes runs out at the speed measured since the last fit (at least this step)."""
+    step0, elapsed0 = s.mark
+    elapsed = s.elapsed()
+    per_step = (elapsed - elapsed0) / (s.step - step0)
+    left = tc.minutes * 60 - elapsed
+    return s.step + max(0, math.floor(left / per_step)) if per_step > 0 else 10**9
+
+
+def rank0(p: Parts, value: int) -> int:
+    """Rank 0's `value` on every rank (the ranks' clocks differ; their schedules must not)."""
+    if not p.dist.enabled:
+        return value
+    t = torch.tensor([value], device=p.device, dtype=torch.long)
+    torch.distributed.broadcast(t, src=0)
+    return int(t.item())
+
+
+@contextlib.contextmanager
+def off_the_clock(s: TrainState):
+    """Time spent inside is not training time: the budget does not pay for grids and in-loop evaluation."""
+    t0 = clock()
+    try:
+        yield
+    finally:
+        s.paused += clock() - t0
 
 
 def stop_check(p: Parts, s: TrainState, stop_request: StopRequest) -> str | None:
@@ -474,40 +536,49 @@ def log(p: Parts, s: TrainState, bar, metrics_file, force: bool) -> None:
     if not (s.step % p.tc.log_every == 0 or s.step == s.end or force):
         return
     check_finite(p, s)
-    now = time.time()
+    now = clock()
     many = len(p.phase_cfg) > 1
     row = {"step": s.step, **{f"lr/{ph}" if many else "lr": lr_at(s.step - 1, s.horizon, p.tc, peak)
                               for ph, (peak, _) in p.phase_cfg.items()},
            **{k: float(v) / s.n_logged for k, v in s.sums.items()},
-           "img_per_s": s.n_logged * p.tc.batch_size / max(now - s.t_log, 1e-9),
+           "img_per_s": s.n_logged * p.tc.batch_size / max(now - s.t_log - (s.paused - s.paused_log), 1e-9),
            "elapsed_s": s.elapsed(now)}
     bar.set_postfix(loss=f"{row.get('loss', row.get('loss/' + p.model.phases[0], 0.0)):.4f}",
                     img_s=f"{row['img_per_s']:.0f}")
     if metrics_file:
         metrics_file.write(json.dumps(row) + "\n")
         metrics_file.flush()
-    s.sums, s.n_logged, s.t_log = {}, 0, now
+    s.sums, s.n_logged, s.t_log, s.paused_log = {}, 0, now, s.paused
 
 
 def maybe_grid(p: Parts, s: TrainState) -> None:
     if p.tc.sample_every and s.step % p.tc.sample_every == 0 and s.step < s.end:
         check_finite(p, s)
-        grid(p, s)
+        with off_the_clock(s):
+            grid(p, s)
 
 
 def maybe_evaluate(p: Parts, s: TrainState, metrics_file) -> None:
-    """Every eval_every steps log the in-loop FD of the EMA weights; keep best.pt when it improves."""
-    if not (p.tc.eval_every and s.step % p.tc.eval_every == 0):
+    """Every eval_every steps, and at each of the eval_points even fractions of the horizon, log the in-loop
+    FD of the EMA weights (off the clock); keep best.pt when it improves."""
+    K = p.tc.eval_points
+    due_point = K and s.horizon < 10**9 and s.step * K >= (s.evals_done + 1) * s.horizon  # the horizon is fitted
+    if due_point:
+        s.evals_done = min(K, s.step * K // s.horizon)
+    if not (due_point or (p.tc.eval_every and s.step % p.tc.eval_every == 0)):
         return
     check_finite(p, s)
     if p.evaluator is None:
         return
-    fd = p.evaluator(p.ema.module, p.tc.eval_n, seed=p.tc.seed, knobs=vars(p.cfg.sampler))
-    metrics_file.write(json.dumps({"step": s.step, "fd": fd, "fd_extractor": p.evaluator.extractor.name,
-                                   "eval_n": p.tc.eval_n, "elapsed_s": s.elapsed()}) + "\n")
-    if fd < s.best_fd:
-        s.best_fd = fd
-        save(p, s, p.out / ckpt.BEST)
+    with off_the_clock(s):
+        t0 = clock()
+        fd = p.evaluator(p.ema.module, p.tc.eval_n, seed=p.tc.seed, knobs=vars(p.cfg.sampler))
+        metrics_file.write(json.dumps({"step": s.step, "fd": fd, "fd_extractor": p.evaluator.extractor.name,
+                                       "eval_n": p.tc.eval_n, "elapsed_s": s.elapsed(),
+                                       "eval_s": clock() - t0}) + "\n")
+        if fd < s.best_fd:
+            s.best_fd = fd
+            save(p, s, p.out / ckpt.BEST)
 
 
 def maybe_save(p: Parts, s: TrainState) -> None:
@@ -541,7 +612,7 @@ def save(p: Parts, s: TrainState, path: Path | None = None) -> None:
         ckpt.save_checkpoint(path or p.out / ckpt.CHECKPOINT, {
             "family": p.cfg.family, "config": p.cfg.to_json(), "image_shape": list(p.data.shape),
             "num_classes": p.data.num_classes, "step": s.step, "horizon": s.horizon,
-            "consumed": s.consumed, "elapsed_s": s.elapsed(),
+            "consumed": s.consumed, "elapsed_s": s.elapsed(), "eval_s": s.eval_s(), "evals_done": s.evals_done,
             "model": p.model.state_dict(), "ema": p.ema.state_dict(),
             "optimizers": {ph: o.state_dict() for ph, o in p.optims.items()}, "scaler": p.scaler.state_dict(),
             "rng": ckpt.capture_rng(), "best_fd": s.best_fd})
@@ -552,10 +623,12 @@ def finish(p: Parts, s: TrainState, stop: str) -> dict:
     check_finite(p, s)
     save(p, s)
     if s.step >= s.horizon or stop == "time budget":
-        grid(p, s)
+        with off_the_clock(s):
+            grid(p, s)
     in_sync = params_in_sync(p.model, p.dist)
     summary = {"step": s.step, "horizon": s.horizon, "stop": stop, "ranks": p.dist.world, "ranks_in_sync": in_sync,
-               "train_s": s.elapsed(), "images_seen": s.step * p.tc.batch_size}
+               "train_s": s.elapsed(), "eval_s": s.eval_s(), "images_seen": s.step * p.tc.batch_size,
+               "budget_s": p.tc.minutes * 60 or None}
     if p.dist.is_main:
         with open(p.out / ckpt.METRICS, "a") as f:
             f.write(json.dumps({"event": "end", **summary}) + "\n")
