@@ -24,7 +24,7 @@ from genzoo.errors import ConfigError
 from genzoo.evaluation import metrics as M
 from genzoo.evaluation.runlog import training_cost
 
-METRICS = ("fid", "fd", "kid", "pr", "is", "bpd")
+METRICS = ("fid", "fd", "kid", "pr", "is", "acc", "bpd")  # acc: requested-class accuracy (labelled samples)
 REFERENCE_SEED = 0  # the reference subset is the first n of this fixed permutation
 
 
@@ -120,10 +120,13 @@ def evaluate_images(images: torch.Tensor, *, dataset: str | None = None, referen
     from genzoo.evaluation.classifier import EXTRACTORS
 
     wants = set(metrics)
-    if {"fd", "is"} & wants and dataset not in EXTRACTORS:
-        raise ConfigError(f"fd / is need the project's classifier for the dataset; it exists for "
+    if {"fd", "is", "acc"} & wants and dataset not in EXTRACTORS:
+        raise ConfigError(f"fd / is / acc need the project's classifier for the dataset; it exists for "
                           f"{', '.join(EXTRACTORS)} (not {dataset!r}); use --metrics fid,kid,pr instead")
-    needs_domain = dataset in EXTRACTORS and bool({"fd", "is", "kid", "pr"} & wants)
+    if "acc" in wants and labels is None:
+        raise ConfigError("acc (requested-class accuracy) needs the requested labels: samples of a "
+                          "class-conditional model, or a --samples file with `labels`")
+    needs_domain = dataset in EXTRACTORS and bool({"fd", "is", "acc", "kid", "pr"} & wants)
     domain = domain_extractor(dataset, device) if needs_domain else None
     if reference is not None:
         expected = tuple(_check_images(reference, None, "reference images").shape[1:])
@@ -172,14 +175,15 @@ def evaluate_images(images: torch.Tensor, *, dataset: str | None = None, referen
         p, rc = M.precision_recall(r["features"], f, k=3)
         out["precision"] = {"value": p, "protocol": proto(spaces[space], f"precision-k3-{spaces[space].name}")}
         out["recall"] = {"value": rc, "protocol": proto(spaces[space], f"recall-k3-{spaces[space].name}")}
+    probs = domain.probs(images) if {"is", "acc"} & wants else None  # (N, K)
     if "is" in metrics:
-        probs = domain.probs(images)
         out["class_score"] = {"value": M.class_score(probs), "protocol": proto(domain, f"class-score-{domain.name}")}
         hist = np.bincount(probs.argmax(1), minlength=probs.shape[1])
         out["class_histogram"] = {"value": hist.tolist(), "protocol": proto(domain, "predicted-class-counts")}
-        if labels is not None:
-            acc = float((probs.argmax(1) == labels.numpy()).mean())
-            out["label_accuracy"] = {"value": acc, "protocol": proto(domain, "accuracy-of-requested-labels")}
+    if labels is not None and {"is", "acc"} & wants:
+        acc, per_class = M.requested_class_accuracy(probs, labels.numpy(), probs.shape[1])
+        out["label_accuracy"] = {"value": acc, "per_class": per_class,
+                                 "protocol": proto(domain, "accuracy-of-requested-labels")}
     return out
 
 
@@ -235,7 +239,7 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
     knobs = vars(run.config.sampler)
     if device != "cpu" and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    image_metrics = tuple(m for m in metrics if m != "bpd")
+    image_metrics = tuple(m for m in metrics if m != "bpd" and (m != "acc" or run.model.num_classes))
     images, labels, sample_rate = (generate(run.model, n, seed=seed, batch_size=batch_size, device=device,
                                             knobs=knobs, progress=progress) if image_metrics else (None, None, None))
     weights = ("ema" if ema else "raw") + (" best.pt" if best else "")

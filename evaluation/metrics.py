@@ -7,6 +7,7 @@ All functions take numpy feature arrays (N, D) and compute in float64.
                        (Binkowski et al. 2018, "Demystifying MMD GANs", eq. 4 and App. D)
     precision_recall   k-NN manifold precision and recall (Kynkaanniemi et al. 2019, eq. 1-3), k = 3
     class_score        exp E_x[KL(p(y|x) || p(y))], the Inception Score formula on a domain classifier
+    requested_class_accuracy   the share of samples a classifier reads as the class they were drawn for
 """
 
 from __future__ import annotations
@@ -97,3 +98,12 @@ def class_score(probs: np.ndarray, eps: float = 1e-12) -> float:
     p_y = p.mean(axis=0, keepdims=True)
     kl = (p * (np.log(p + eps) - np.log(p_y + eps))).sum(axis=1)
     return float(np.exp(kl.mean()))
+
+
+def requested_class_accuracy(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[float, list]:
+    """The share of samples whose most probable class is the requested `labels` (N,), overall and per
+    requested class ((K,) list; None for a class no sample requested)."""
+    hit = np.asarray(probs).argmax(axis=1) == np.asarray(labels)  # (N,) bool
+    labels = np.asarray(labels)
+    per_class = [float(hit[labels == k].mean()) if (labels == k).any() else None for k in range(num_classes)]
+    return float(hit.mean()), per_class

@@ -155,3 +155,30 @@ def test_cli_metric_names_match_the_harness():
     from genzoo.cli import METRIC_NAMES
 
     assert METRIC_NAMES == harness.METRICS
+
+
+def test_requested_class_accuracy_overall_and_per_class(tmp_path, capsys):
+    """Issue 20: the share of samples the domain classifier reads as the class they were drawn for."""
+    test = harness.reference_images("digits", "test", 297)
+    from genzoo import datasets
+    data = datasets.load("digits", "test")
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(harness.REFERENCE_SEED))[:297]
+    truth = data.labels[perm]
+    right = harness.evaluate_images(test, dataset="digits", metrics="acc", labels=truth)["label_accuracy"]
+    assert right["value"] > 0.9 and len(right["per_class"]) == 10 and min(right["per_class"]) > 0.7
+    wrong = harness.evaluate_images(test, dataset="digits", metrics="acc", labels=(truth + 1) % 10)["label_accuracy"]
+    assert wrong["value"] < 0.1
+    only_zeros = harness.evaluate_images(test[:5], dataset="digits", metrics="acc", labels=torch.zeros(5).long())
+    assert only_zeros["label_accuracy"]["per_class"][1:] == [None] * 9, "a class nobody asked for has no accuracy"
+    with pytest.raises(ConfigError, match="needs the requested labels"):
+        harness.evaluate_images(test, dataset="digits", metrics="acc")
+    np.savez(tmp_path / "s.npz", images=test.numpy(), labels=truth.numpy())  # and from `genzoo eval`
+    assert main(["eval", "--samples", str(tmp_path / "s.npz"), "--dataset", "digits", "--metrics", "fd,acc",
+                 "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["label_accuracy"]["value"] == right["value"]
+
+
+def test_an_unconditional_run_is_scored_without_requested_classes(tmp_path):
+    train(tiny_config("vae", "train.steps=2", "model.ch_mult=1,2", dataset="digits"), tmp_path, progress=False)
+    out = harness.evaluate_run(tmp_path, n=40, n_ref=300, metrics="fd,acc")
+    assert "fd" in out["metrics"] and "label_accuracy" not in out["metrics"]
