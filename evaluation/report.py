@@ -60,8 +60,12 @@ ANCHORS: list[dict] = [
 ]
 
 COST_PROTOCOL = {
-    "train_s": "training seconds of the run (the trainer's elapsed time: the loop, its sample grids, in-loop FD "
-               "and checkpoints; data loading excluded), summed over an entry's stages",
+    "train_s": "training seconds of the run (the trainer's elapsed time: the loop and its checkpoints; data loading, "
+               "sample grids and in-loop FD excluded), summed over an entry's stages",
+    "budget_used": "training seconds / the stage's train.minutes (or steps / train.steps); an entry's is its stages' "
+                   "weighted by their shares",
+    "in_loop_eval_s": "seconds the trainer spent off the training clock: its sample grids and in-loop FD "
+                      "(the points of the quality-against-time curve), summed over stages",
     "images_seen": "optimizer steps x batch size (the trainer's count), summed over stages",
     "train_img_per_s": "median of the logged intervals in metrics.jsonl (steps x batch size / seconds), each "
                        "training session's first interval (warm-up) left out where it logged more than one",
@@ -128,13 +132,13 @@ def anchors_for(entry: dict) -> list[dict]:
 
 
 def results_document(entries: list[dict], *, protocol, budget, preset: str | None,
-                     dataset: str, command: str, sessions: list[dict]) -> dict:
+                     dataset: str, command: str, sessions: list[dict], conditioning: str | None = None) -> dict:
     """The report's content as JSON: entries (with the harness's per-metric protocols), protocol, machine."""
     metrics = list(protocol.metrics_for(dataset))
     for e in entries:
         e["anchors"] = anchors_for(e)
     return {
-        "genzoo_report": 1, "dataset": dataset, "preset": preset,
+        "genzoo_report": 1, "dataset": dataset, "preset": preset, "conditioning": conditioning,
         "created": now(), "command": command,
         "budget": None if budget is None else {**asdict(budget), "description": budget.describe()},
         "protocol": {**asdict(protocol), "metrics": metrics, "device": protocol.resolved_device(), "weights": "ema",
@@ -165,6 +169,13 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
 
 
+def sampler_text(e: dict) -> str:
+    """An entry's protocol sampler and guidance as `--set` items, with the unguided FD where it was kept."""
+    text = " ".join(f"`sampler.{x}`" for x in e.get("sampler", []) + e.get("guidance", []))
+    unguided = e.get("unguided") and primary_metric({"eval": e["unguided"]})
+    return text + (f" (unguided: {fmt(unguided['value'])})" if unguided else "")
+
+
 def stages_text(e: dict) -> str:
     if not e["two_stage"]:
         return e["families"][0]
@@ -179,14 +190,32 @@ def bpd_text(e: dict) -> str:
     return f"{fmt(b['value'])} ({kind})"
 
 
+def percent(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def stage_budget_used(s: dict) -> float | None:
+    """A stage's training seconds over its minutes budget (or steps over its steps budget)."""
+    if "budget_used" in s:
+        return s["budget_used"]
+    b = s["budget"]  # a report written before the field: the same definition from its records
+    return s["train_s"] / (b["minutes"] * 60) if b["minutes"] else s["step"] / b["steps"] if b["steps"] else None
+
+
+def budget_used(e: dict) -> float | None:
+    used = [stage_budget_used(s) for s in e["stages"]]
+    return None if None in used else sum(u * s["share"] for u, s in zip(used, e["stages"]))
+
+
 def results_table(doc: dict) -> tuple[list[str], list[list[str]]]:
     entries = doc["entries"]
-    has = {k: any(k in e["eval"]["metrics"] for e in entries) for k in ("fd", "fid")}
+    has = {k: any(k in e["eval"]["metrics"] for e in entries) for k in ("fd", "fid", "label_accuracy")}
     names = {k: next((e["eval"]["metrics"][k]["protocol"]["metric"] for e in entries if k in e["eval"]["metrics"]),
                      k.upper()) for k in ("fd", "fid", "kid")}
-    header = ["entry", "stages"] + [f"{names[k]} ↓" for k in ("fd", "fid") if has[k]] + [
+    header = ["entry", "stages"] + [f"{names[k]} ↓" for k in ("fd", "fid") if has[k]] + (
+        ["requested class ↑"] if has["label_accuracy"] else []) + [
         f"{names['kid']} ↓", "precision", "recall", "bits/dim ↓", "class score", "parameters", "train min",
-        "images seen", "train img/s", "sample img/s", "NFE/sample"]
+        "budget used", "images seen", "train img/s", "sample img/s", "NFE/sample"]
     rows = []
     for e in entries:
         m, c = e["eval"]["metrics"], e["eval"]["cost"]
@@ -194,23 +223,26 @@ def results_table(doc: dict) -> tuple[list[str], list[list[str]]]:
         rates = [s["train_img_per_s"] for s in e["stages"]]
         train_rate = fmt(rates[0], 3) if len(rates) == 1 else " + ".join(
             f"{fmt(r, 3)} ({s['family']})" for r, s in zip(rates, e["stages"]))
-        rows.append([e["name"], stages_text(e)] + [get(k) for k in ("fd", "fid") if has[k]] + [
+        accuracy = [percent(m["label_accuracy"]["value"] if "label_accuracy" in m else None)]
+        rows.append([e["name"], stages_text(e)] + [get(k) for k in ("fd", "fid") if has[k]] + (
+            accuracy if has["label_accuracy"] else []) + [
             get("kid"), get("precision"), get("recall"), bpd_text(e), get("class_score"), fmt(c["parameters"]),
-            fmt(e["train_s"] / 60, 3), fmt(e["images_seen"]), train_rate, fmt(c["sample_img_per_s"], 3),
-            fmt(c["network_evaluations_per_sample"])])
+            fmt(e["train_s"] / 60, 3), percent(budget_used(e)), fmt(e["images_seen"]), train_rate,
+            fmt(c["sample_img_per_s"], 3), fmt(c["network_evaluations_per_sample"])])
     return header, rows
 
 
 def stage_table(doc: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["entry", "stage", "budget", "steps", "stopped by", "train s", "images seen", "train img/s", "threads",
-              "run"]
+    header = ["entry", "stage", "budget", "budget used", "steps", "stopped by", "train s", "in-loop eval s",
+              "images seen", "train img/s", "threads", "run"]
     rows = []
     for e in doc["entries"]:
         for s in e["stages"]:
             b = s["budget"]
             budget = f"{b['minutes']:g} min" if b["minutes"] else f"{b['steps']} steps"
             rows.append([e["name"], s["family"] + (" (class-cond.)" if s["class_cond"] else ""), budget,
-                         fmt(s["step"]), s["stop"] or "–", fmt(s["train_s"], 4), fmt(s["images_seen"]),
+                         percent(stage_budget_used(s)), fmt(s["step"]), s["stop"] or "–", fmt(s["train_s"], 4),
+                         fmt(s.get("in_loop_eval_s"), 3), fmt(s["images_seen"]),
                          fmt(s["train_img_per_s"], 3), str(s["config"]["train"]["threads"] or "auto"),
                          f"`{s['run']}`"])
     return header, rows
@@ -375,7 +407,19 @@ def blocks(doc: dict) -> list[tuple]:
                      f"{mc['eval_device']}; torch {mc['torch']}, Python {mc['python']}, genzoo {mc['genzoo']}."))
     budget = doc["budget"]["description"] if doc["budget"] else "as each run was trained (re-rendered from runs)"
     preset = f"preset `{doc['preset']}`, " if doc["preset"] else ""
-    out.append(("p", f"Budget: {preset}{budget}."))
+    out.append(("p", f"Budget: {preset}{budget}. The table's \"budget used\" is each entry's training seconds over "
+                     f"its budget; sample grids and in-loop FD run off the training clock."))
+    if doc.get("conditioning") == "class-conditional":
+        out.append(("p", "Conditioning: every entry is class-conditional (the generating stage of a two-stage "
+                         "entry; its autoencoder is not) and samples with labels cycling through the classes. "
+                         "\"Requested class\" is the share of samples the domain classifier reads as the class "
+                         "they were drawn for."))
+    elif doc.get("conditioning") == "unconditional":
+        out.append(("p", "Conditioning: every entry is unconditional (`--unconditional`)."))
+    samplers = [f"{e['name']} {sampler_text(e)}" for e in doc["entries"] if e.get("sampler") or e.get("guidance")]
+    if samplers:
+        out.append(("p", "Protocol samplers (recorded in each metric's protocol): " + "; ".join(samplers) + "; the "
+                         "others sample as their preset does."))
     metrics = ", ".join(p["metrics"])
     out.append(("p", f"Protocol, the same for every entry: {p['n']} samples from the EMA weights, seed {p['seed']} "
                      f"(labels cycle through the classes for class-conditional models), metrics {metrics} against "
@@ -391,7 +435,9 @@ def blocks(doc: dict) -> list[tuple]:
     reused = f" (cached evaluations reused: {', '.join(cached)})" if cached else ""
     earlier = f"; the {len(doc['sessions'])} sessions that built it are listed under Sessions" if len(
         doc["sessions"]) > 1 else ""
-    out.append(("p", f"This command: {s['train_s']:.0f} s training, {s['eval_s']:.0f} s evaluation, "
+    in_loop = sum(e.get("in_loop_eval_s") or 0.0 for e in doc["entries"])
+    out.append(("p", f"This command: {s['train_s']:.0f} s training (of which {in_loop:.0f} s of in-loop FD and "
+                     f"grids, over all sessions, off the training clock), {s['eval_s']:.0f} s evaluation, "
                      f"{s['total_s']:.0f} s in all{reused}{earlier}."))
 
     out.append(("h2", "Results"))

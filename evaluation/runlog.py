@@ -3,11 +3,12 @@
     rows = read_metrics(run_dir)              # every logged row, in order
     steps, values = series(rows, "loss")      # one logged quantity against the step
     train_images_per_s(rows)                  # the training speed every report and benchmark quotes
-    training_cost(run_dir)                    # {"train_img_per_s", "train_s", "images_seen"}
+    training_cost(run_dir)                    # {"train_img_per_s", "train_s", "images_seen", "in_loop_eval_s"}
 
 The trainer writes one row per log interval (`step`, the mean losses, `img_per_s`, `elapsed_s`), a row per
 in-loop evaluation (`fd`, `fd_extractor`, `eval_n`) and, when a session ends, `{"event": "end", ...}` with the
-run's step, training seconds and images seen (genzoo.train.trainer).
+run's step, training seconds, images seen and the seconds spent off the training clock on sample grids and
+in-loop evaluation (`eval_s`; genzoo.train.trainer).
 """
 
 from __future__ import annotations
@@ -51,4 +52,5 @@ def training_cost(run_dir: str | Path) -> dict:
     ends = [r for r in rows if r.get("event") == "end"]
     return {"train_img_per_s": train_images_per_s(rows),
             "train_s": ends[-1]["train_s"] if ends else None,
-            "images_seen": ends[-1]["images_seen"] if ends else None}
+            "images_seen": ends[-1]["images_seen"] if ends else None,
+            "in_loop_eval_s": ends[-1].get("eval_s") if ends else None}  # grids and in-loop FD, off the clock

@@ -99,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="overrides for every stage, e.g. train.threads=1 model.class_cond=true, or for one "
                          "family: gan:train.lr=1e-4")
     co.add_argument("--root", help="data directory")
+    co.add_argument("--unconditional", action="store_true",
+                    help="every entry unconditional (default: every entry class-conditional)")
     _report_args(co)
     re_ = sub.add_parser("report", help="re-render a comparison report from finished runs")
     re_.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -118,11 +120,12 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grid-n", type=int, default=100, help="samples in each entry's grid (default 100)")
     p.add_argument("--sampler-steps", help="also evaluate families with a sampler.steps knob at these steps, "
-                                           "e.g. 10,25,50 (quality against sampling cost)")
+                                           "e.g. 10,25,50, or NAME:STEPS such as ddim:50 (quality against "
+                                           "sampling cost)")
     p.add_argument("--fid-weights", help="path to the FID Inception weights")
     p.add_argument("--download", action="store_true", help="allow downloading data / FID weights")
     p.add_argument("--device", default="auto", help="evaluation device: auto | cpu | cuda")
-    p.add_argument("--batch-size", type=int, default=256, help="sampling batch size")
+    p.add_argument("--batch-size", type=int, default=500, help="sampling batch size (default 500)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -261,10 +264,10 @@ def _protocol(args):
     from genzoo.compare import Protocol
     from genzoo.evaluation.harness import parse_metrics
 
-    try:
-        steps = tuple(int(x) for x in (args.sampler_steps or "").split(",") if x.strip())
-    except ValueError:
-        raise ConfigError(f"--sampler-steps takes comma-separated integers, not {args.sampler_steps!r}") from None
+    from genzoo.compare import sweep_overrides
+
+    items = [x.strip() for x in (args.sampler_steps or "").split(",") if x.strip()]
+    steps = tuple(x if sweep_overrides(x)[0] else int(x) for x in items)  # STEPS or NAME:STEPS
     if args.eval_n < 2 or args.grid_n < 1:
         raise ConfigError("--eval-n must be at least 2 and --grid-n at least 1")
     return Protocol(n=args.eval_n, metrics=parse_metrics(args.metrics) if args.metrics else (), n_ref=args.n_ref,
@@ -285,7 +288,8 @@ def cmd_compare(args) -> None:
     out = args.out or f"reports/compare-{args.dataset}"
     families = [f.strip() for f in args.families.split(",") if f.strip()] if args.families else None
     compare(dataset=args.dataset, families=families, preset=args.preset, budget=budget, out=out, resume=args.resume,
-            overrides=overrides, protocol=_protocol(args), progress=not args.no_progress, command=args.command_line)
+            overrides=overrides, protocol=_protocol(args), progress=not args.no_progress, command=args.command_line,
+            conditional=not args.unconditional)
     print(f"report: {Path(out) / 'index.html'} (also report.md, results.json)")
 
 

@@ -10,6 +10,15 @@ see `genzoo.runs.build_model`): VQ-VAE + its learned prior, or LDM on the zoo's 
 budget (`--minutes-per-family` or `--steps`) is split between its stages by `share`, so a two-stage
 entry spends the same total as a one-stage one, and the report says so.
 
+One conditioning for every entry: by default each entry's generating (last) stage is class-conditional and
+sampled with labels cycling through the classes (first stages, the autoencoders, stay unconditional);
+`--unconditional` makes every entry unconditional. A report holds one of the two, never both.
+
+Each entry is sampled for the evaluation with its protocol sampler (`Stage.sampler`, e.g. DPM-Solver++ at
+fewer steps for the diffusion families) and its recommended guidance (`Stage.guidance`; the unguided row is
+kept in results.json). The trainer logs in-loop FD at a few points of each last stage (`in_loop_overrides`),
+off the training clock, for the curve of quality against training time.
+
 A report directory holds
     runs/<entry>/<stage family>/   ordinary training runs (checkpoint.pt, metrics.jsonl, ...)
         eval-<key>.json            the cached evaluation of that run under one protocol (key = its hash)
@@ -50,31 +59,45 @@ class Stage:
     autoencoder_from: int | None = None  # index of an earlier stage whose finished run is model.autoencoder
     overrides: tuple[str, ...] = ()  # the recipe's own `--set` items for this stage (before the user's)
     presets: tuple[tuple[str, str], ...] = ()  # (compare preset, this stage's preset), e.g. quick -> prior
+    # the last stage's evaluation sampler, `sampler.KEY=VALUE` items without the prefix: the run's sampler too
+    # (its in-loop FD and grids), and the one recorded in each metric's protocol
+    sampler: tuple[str, ...] = ()
+    # the recommended guidance of the reported row (e.g. "cfg_scale=2"); the unguided row stays in results.json
+    guidance: tuple[str, ...] = ()
 
     def preset(self, preset: str) -> str:
         """The stage's own preset for the comparison's `--preset` (the same name unless mapped)."""
         return dict(self.presets).get(preset, preset)
 
 
+# The protocol sampler of the diffusion families: DPM-Solver++(2M) at fewer steps than DDIM-50, whose FD it
+# should match (docs/compare.md says how that is measured: `--sampler-steps ddim:50`).
+DIFFUSION_SAMPLER = ("name=dpm++2m", "steps=20")
+
 # The comparison's entries, in report order; every family they name is registered in genzoo.registry.FAMILIES.
+# Each stage's comparison settings live here: `overrides` (the entry's own preset changes, applied after the
+# preset), `sampler` and `guidance`. Today's values are the quick presets as they are, without guidance.
 ENTRIES: dict[str, tuple[Stage, ...]] = {
     "vae": (Stage("vae"),),
-    "gan": (Stage("gan"),),
+    "gan": (Stage("gan"),),  # class-conditional: a projection discriminator
     "pixelcnn": (Stage("pixelcnn"),),
     "transformer": (Stage("transformer"),),
     "vqvae": (Stage("vqvae", share=0.5), Stage("transformer", share=0.5, autoencoder_from=0,
-                                                     presets=(("quick", "prior"),))),  # + prior
-    "ddpm": (Stage("ddpm"),),
+                                                     presets=(("quick", "prior"),))),  # + prior (a class token)
+    "ddpm": (Stage("ddpm", sampler=DIFFUSION_SAMPLER),),
     "ldm": (Stage("vae", share=0.4, overrides=("model.latent_channels=4",)),  # a spatial 4x7x7 latent
-            Stage("ldm", share=0.6, autoencoder_from=0)),  # diffusion in the VAE's latents
-    "dit": (Stage("dit"),),
+            Stage("ldm", share=0.6, autoencoder_from=0, sampler=DIFFUSION_SAMPLER)),  # diffusion in the VAE's latents
+    "dit": (Stage("dit", sampler=DIFFUSION_SAMPLER),),
 }
 
 SESSIONS = "sessions.jsonl"  # in REPORT_DIR/runs: one line per completed compare command (time split, command)
 
 # config keys that may differ between a finished run and the comparison reusing it (hardware, logging)
 REUSABLE_CHANGES = {"data.root", "data.download", "train.device", "train.threads", "train.compile",
-                    "train.log_every", "train.sample_every", "train.ckpt_every"}
+                    "train.log_every", "train.sample_every", "train.ckpt_every", "train.eval_every", "train.eval_n",
+                    "train.eval_points"}  # and every sampler.* key: the evaluation sets the sampler explicitly
+
+CONDITIONING = {True: "class-conditional", False: "unconditional"}
 
 
 @dataclass(frozen=True)
@@ -102,13 +125,14 @@ class Protocol:
     """The evaluation protocol, the same for every entry (the arguments of harness.evaluate_run)."""
 
     n: int = 2000  # generated samples per entry (and test images for bits/dim)
-    metrics: tuple[str, ...] = ()  # () = fd,kid,pr,is,bpd where a domain classifier exists, else fid,kid,pr,bpd
+    metrics: tuple[str, ...] = ()  # () = fd,kid,pr,is,acc,bpd where a domain classifier exists, else fid,kid,pr,bpd
     n_ref: int = 10000
     ref_split: str = "train"
     seed: int = 0
     grid_n: int = 100  # images in each entry's sample grid (same seed; labels cycle through the classes)
-    sampler_steps: tuple[int, ...] = ()  # extra evaluations at these sampler.steps, for families with that knob
-    batch_size: int = 256
+    # extra evaluations at these sampler.steps (or "NAME:STEPS", e.g. "ddim:50"), for families with that knob
+    sampler_steps: tuple[int | str, ...] = ()
+    batch_size: int = 500
     device: str = "auto"
     fid_weights: str | None = None
     download: bool = False
@@ -121,7 +145,7 @@ class Protocol:
 
         if self.metrics:
             return tuple(self.metrics)
-        return ("fd", "kid", "pr", "is", "bpd") if dataset in EXTRACTORS else ("fid", "kid", "pr", "bpd")
+        return ("fd", "kid", "pr", "is", "acc", "bpd") if dataset in EXTRACTORS else ("fid", "kid", "pr", "bpd")
 
     def key(self) -> dict:
         """What an evaluation's result depends on (device, batch size and progress do not change the numbers)."""
@@ -179,12 +203,30 @@ def scoped(overrides: list[str], family: str) -> list[str]:
     return out
 
 
+IN_LOOP_N = (50, 500)  # the in-loop FD's n: a tenth of the protocol's, within these bounds
+
+
+def in_loop_overrides(budget: Budget, protocol: "Protocol") -> list[str]:
+    """In-loop FD for the curve of quality against training time, sized to the budget: one point per training
+    minute (4 to 10 points, spread over the fitted horizon), of a tenth of the protocol's n (50 to 500). It
+    runs off the training clock, and its seconds are reported apart."""
+    points = min(10, max(4, round(budget.value))) if budget.kind == "minutes" else 4
+    n = min(IN_LOOP_N[1], max(IN_LOOP_N[0], protocol.n // 10))
+    return ["train.eval_every=0", f"train.eval_points={points}", f"train.eval_n={n}"]
+
+
 def stage_configs(name: str, stages: tuple[Stage, ...], *, dataset: str, preset: str, budget: Budget,
-                  overrides: list[str], runs_dir: Path) -> Entry:
-    """The resolved config and run directory of each stage of an entry."""
+                  overrides: list[str], runs_dir: Path, conditional: bool = True,
+                  in_loop: tuple[str, ...] = ()) -> Entry:
+    """The resolved config and run directory of each stage of an entry: the last stage conditional as asked
+    (earlier stages, autoencoders, unconditional), with the in-loop FD items and its protocol sampler."""
     entry = Entry(name, stages)
     for i, stage in enumerate(stages):
-        extra = list(stage.overrides) + scoped(overrides, stage.family) + budget.overrides(stage.share)
+        last = i == len(stages) - 1
+        cond = conditional and last
+        own = [f"model.class_cond={str(cond).lower()}"] + (
+            list(in_loop) + [f"sampler.{s}" for s in stage.sampler] if last else ["train.eval_every=0"])
+        extra = list(stage.overrides) + own + scoped(overrides, stage.family) + budget.overrides(stage.share)
         if stage.autoencoder_from is not None:
             if not 0 <= stage.autoencoder_from < i:
                 raise ConfigError(f"entry {name}: stage {i} takes its autoencoder from stage {stage.autoencoder_from}, "
@@ -194,6 +236,11 @@ def stage_configs(name: str, stages: tuple[Stage, ...], *, dataset: str, preset:
             cfg = resolve_config(stage.family, dataset=dataset, preset=stage.preset(preset), overrides=extra)
         except ConfigError as e:
             raise ConfigError(f"entry {name}, stage {stage.family}: {e}") from None
+        if cfg.model.class_cond != cond:
+            raise ConfigError(f"entry {name}, stage {stage.family}: --set model.class_cond={str(not cond).lower()} "
+                              f"contradicts this {CONDITIONING[conditional]} comparison (the last stage is "
+                              f"{'' if cond else 'un'}conditional); use --unconditional, or leave model.class_cond "
+                              f"to the comparison")
         entry.configs.append(cfg)
         entry.dirs.append(runs_dir / name / stage.family)
     return entry
@@ -214,7 +261,7 @@ def check_comparable(entries: list[Entry], protocol: Protocol, dataset: str) -> 
         raise ConfigError(f"the entries would train on different image shapes ({listed}; a preset sets "
                           f"data.image_size or data.channels); make them equal, e.g. --set data.image_size=0 "
                           f"(the dataset's own size)")
-    needs_classifier = dataset in EXTRACTORS and {"fd", "is", "kid", "pr"} & set(protocol.metrics_for(dataset))
+    needs_classifier = dataset in EXTRACTORS and {"fd", "is", "acc", "kid", "pr"} & set(protocol.metrics_for(dataset))
     why = InLoopFD.unavailable(entries[0].configs[-1].data) if needs_classifier and entries else None
     if why:
         metrics = ",".join(protocol.metrics_for(dataset))
@@ -247,7 +294,8 @@ def run_status(run_dir: Path, cfg: RunConfig | None = None) -> tuple[str, dict |
 def check_reusable(run_dir: Path, cfg: RunConfig) -> None:
     """A run is reused only if it was trained with this comparison's config (budget included)."""
     saved = load_config_json((run_dir / ckpt.CONFIG).read_text())
-    changed = [d for d in diff(saved, cfg) if d.split(":")[0] not in REUSABLE_CHANGES]
+    changed = [d for d in diff(saved, cfg) if d.split(":")[0] not in REUSABLE_CHANGES
+               and not d.startswith("sampler.")]
     if changed:
         raise ConfigError(f"{run_dir} was trained with a different config than this comparison asks for "
                           f"({'; '.join(changed)[:300]}); use the same flags as before, or another --out")
@@ -291,12 +339,16 @@ def stage_record(stage: Stage, cfg: RunConfig, run_dir: Path) -> dict:
     cost = training_cost(run_dir)
     rows = read_metrics(run_dir)
     ends = [r for r in rows if r.get("event") == "end"]
+    train_s = cost["train_s"] if cost["train_s"] is not None else info["elapsed_s"]
     return {"family": stage.family, "run": str(run_dir), "share": stage.share,
             "autoencoder_from": stage.autoencoder_from,
             "budget": {"steps": cfg.train.steps, "minutes": cfg.train.minutes},
+            "budget_used": (train_s / (cfg.train.minutes * 60) if cfg.train.minutes else
+                            info["step"] / cfg.train.steps if cfg.train.steps else None),
+            "in_loop_eval_s": cost["in_loop_eval_s"],
             "step": info["step"], "stop": ends[-1]["stop"] if ends else None,
             "batch_size": cfg.train.batch_size, "class_cond": bool(getattr(cfg.model, "class_cond", False)),
-            "train_s": cost["train_s"] if cost["train_s"] is not None else info["elapsed_s"],
+            "train_s": train_s,
             "images_seen": (cost["images_seen"] if cost["images_seen"] is not None
                             else info["step"] * cfg.train.batch_size),
             "train_img_per_s": cost["train_img_per_s"],
@@ -369,13 +421,16 @@ def reconstruction_cached(run_dir: Path, protocol: Protocol, dataset: str, *, pr
                                                    progress=progress))[0]
 
 
-def grid_cached(run_dir: Path, protocol: Protocol, dataset: str) -> tuple[torch.Tensor, int]:
-    """`protocol.grid_n` samples from seed `protocol.seed` (what `genzoo sample RUN --n N --seed S` draws), uint8,
-    cached as run_dir/grid-<key>.npz; and the grid's row length (the number of classes when conditional)."""
+def grid_cached(run_dir: Path, protocol: Protocol, dataset: str, sampler_overrides=()) -> tuple[torch.Tensor, int]:
+    """`protocol.grid_n` samples from seed `protocol.seed` (what `genzoo sample RUN --n N --seed S --set
+    sampler.KEY=VALUE...` draws), uint8, cached as run_dir/grid-<key>.npz; and the grid's row length (the
+    number of classes when conditional)."""
+    from genzoo.config import apply_overrides
     from genzoo.evaluation.harness import generate
     from genzoo.runs import open_run
 
-    digest, key = _cache_key(run_dir, protocol, dataset, {"grid_n": protocol.grid_n})
+    extra = {"grid_n": protocol.grid_n, **({"sampler": list(sampler_overrides)} if sampler_overrides else {})}
+    digest, key = _cache_key(run_dir, protocol, dataset, extra)
     path = run_dir / f"grid-{digest}.npz"
     if path.is_file():
         with np.load(path) as f:
@@ -383,6 +438,7 @@ def grid_cached(run_dir: Path, protocol: Protocol, dataset: str) -> tuple[torch.
                 return torch.from_numpy(f["images"]), int(f["nrow"])
     device = protocol.resolved_device()
     run = open_run(run_dir, device=device)
+    apply_overrides(run.config, [f"sampler.{s}" for s in sampler_overrides])
     images, _, _ = generate(run.model, protocol.grid_n, seed=protocol.seed, batch_size=protocol.batch_size,
                             device=device, knobs=vars(run.config.sampler))
     K = run.model.num_classes
@@ -393,22 +449,37 @@ def grid_cached(run_dir: Path, protocol: Protocol, dataset: str) -> tuple[torch.
     return images, nrow
 
 
-def evaluate_entry(name: str, stages: list[dict], protocol: Protocol, *, progress: bool = False) -> tuple[dict, tuple]:
-    """Score an entry (its last stage generates) and gather its cost over all stages."""
+def sweep_overrides(item: int | str) -> tuple[str | None, int, list[str]]:
+    """A `--sampler-steps` item, `STEPS` or `NAME:STEPS`: (sampler name or None, steps, sampler overrides)."""
+    name, _, steps = str(item).rpartition(":")
+    try:
+        steps = int(steps)
+    except ValueError:
+        raise ConfigError(f"--sampler-steps takes STEPS or NAME:STEPS items (e.g. 20,ddim:50), not {item!r}") from None
+    return name or None, steps, ([f"name={name}"] if name else []) + [f"steps={steps}"]
+
+
+def evaluate_entry(name: str, stages: list[dict], protocol: Protocol, *, sampler: tuple[str, ...] = (),
+                   guidance: tuple[str, ...] = (), progress: bool = False) -> tuple[dict, tuple]:
+    """Score an entry (its last stage generates, with `sampler` and `guidance` over its run's sampler) and gather
+    its cost over all stages. With guidance, the unguided evaluation is kept beside the reported one."""
     last = Path(stages[-1]["run"])
     dataset = stages[-1]["config"]["data"]["dataset"]
     log.info("%s: evaluating %s (n=%d, %s)", name, last, protocol.n, ",".join(protocol.metrics_for(dataset)))
     t0 = time.time()
-    result, cached = evaluate_cached(last, protocol, dataset, progress=progress)
+    knobs = list(sampler) + list(guidance)
+    result, cached = evaluate_cached(last, protocol, dataset, sampler_overrides=knobs, progress=progress)
+    unguided = evaluate_cached(last, protocol, dataset, sampler_overrides=list(sampler),
+                               progress=progress)[0] if guidance else None
     sweep = []
-    sampler = stages[-1]["config"]["sampler"]
-    if protocol.sampler_steps and "steps" in sampler:
+    if protocol.sampler_steps and "steps" in stages[-1]["config"]["sampler"]:
         primary = ("fd",) if "fd" in protocol.metrics_for(dataset) else ("fid",)
-        for s in protocol.sampler_steps:
-            r, _ = evaluate_cached(last, protocol, dataset, sampler_overrides=[f"steps={s}"], metrics=primary,
+        for item in protocol.sampler_steps:
+            sampler_name, steps, items = sweep_overrides(item)
+            r, _ = evaluate_cached(last, protocol, dataset, sampler_overrides=knobs + items, metrics=primary,
                                    progress=progress)
-            sweep.append({"steps": s, "metrics": r["metrics"], "cost": r["cost"]})
-    grid = grid_cached(last, protocol, dataset)
+            sweep.append({"steps": steps, "name": sampler_name, "metrics": r["metrics"], "cost": r["cost"]})
+    grid = grid_cached(last, protocol, dataset, knobs)
     first_stage = None
     if len(stages) > 1 and FAMILIES.get(stages[0]["family"]) is not None and \
             FAMILIES[stages[0]["family"]].model.reconstructs:
@@ -417,10 +488,15 @@ def evaluate_entry(name: str, stages: list[dict], protocol: Protocol, *, progres
     main = result["metrics"].get("fd") or result["metrics"].get("fid")
     log.info("%s: %s%s", name, f"{main['protocol']['metric']} {main['value']:.4g}" if main else "evaluated",
              " (cached evaluation)" if cached else f" ({spent:.0f} s)")
+    budgets = [s["budget_used"] for s in stages]
     entry = {"name": name, "families": [s["family"] for s in stages], "two_stage": len(stages) > 1,
-             "dataset": dataset, "stages": stages,
+             "dataset": dataset, "stages": stages, "class_cond": stages[-1]["class_cond"],
+             "sampler": list(sampler), "guidance": list(guidance),
              "train_s": sum(s["train_s"] for s in stages), "images_seen": sum(s["images_seen"] for s in stages),
-             "eval": result, "eval_cached": cached, "eval_session_s": spent, "sweep": sweep,
+             "budget_used": (sum(b * s["share"] for b, s in zip(budgets, stages)) if None not in budgets
+                             else None),  # each stage's used share of its own budget, weighted by that budget
+             "in_loop_eval_s": sum(s["in_loop_eval_s"] or 0.0 for s in stages),
+             "eval": result, "unguided": unguided, "eval_cached": cached, "eval_session_s": spent, "sweep": sweep,
              "first_stage": first_stage}
     return entry, grid
 
@@ -432,20 +508,23 @@ def evaluate_entry(name: str, stages: list[dict], protocol: Protocol, *, progres
 def compare(*, dataset: str = "mnist", families: list[str] | None = None, preset: str = "quick",
             budget: Budget = Budget(), out: str | Path = "reports/compare", resume: bool = False,
             overrides: list[str] = (), protocol: Protocol = Protocol(), progress: bool = True,
-            command: str = "") -> dict:
-    """Train (or reuse) every selected entry under `budget`, evaluate each under `protocol`, write the report."""
+            command: str = "", conditional: bool = True) -> dict:
+    """Train (or reuse) every selected entry under `budget`, evaluate each under `protocol`, write the report.
+    `conditional`: every entry class-conditional (the default) or every entry unconditional."""
     from genzoo.evaluation import report
 
     t_start = time.time()
     out = Path(out)
     chosen = select_entries(families)
+    in_loop = tuple(in_loop_overrides(budget, protocol))
     entries = [stage_configs(n, st, dataset=dataset, preset=preset, budget=budget, overrides=list(overrides),
-                             runs_dir=out / "runs") for n, st in chosen]
+                             runs_dir=out / "runs", conditional=conditional, in_loop=in_loop) for n, st in chosen]
     check_comparable(entries, protocol, dataset)
     existing = [(d, c) for e in entries for d, c in zip(e.dirs, e.configs) if (d / ckpt.CHECKPOINT).exists()]
     if existing and not resume:
         raise ConfigError(f"{out} already holds runs of a comparison ({existing[0][0]}, ...); pass --resume to reuse "
                           f"finished runs and continue interrupted ones, or choose another --out")
+    check_conditioning(out, entries, conditional)
     for d, c in existing:  # fail before training anything if a run to reuse does not match
         check_reusable(d, c)
 
@@ -458,7 +537,9 @@ def compare(*, dataset: str = "mnist", families: list[str] | None = None, preset
     results, grids = [], {}
     for entry in entries:
         stages = [stage_record(s, c, d) for s, c, d in zip(entry.stages, entry.configs, entry.dirs)]
-        r, grids[entry.name] = evaluate_entry(entry.name, stages, protocol, progress=progress)
+        last = entry.stages[-1]
+        r, grids[entry.name] = evaluate_entry(entry.name, stages, protocol, sampler=last.sampler,
+                                              guidance=last.guidance, progress=progress)
         results.append(r)
     eval_s = time.time() - t_eval
     session = {"created": report.now(), "command": command, "train_s": train_s, "eval_s": eval_s,
@@ -467,10 +548,27 @@ def compare(*, dataset: str = "mnist", families: list[str] | None = None, preset
         f.write(json.dumps(session) + "\n")
     sessions = [json.loads(x) for x in (out / "runs" / SESSIONS).read_text().splitlines() if x.strip()]
     doc = report.results_document(results, protocol=protocol, budget=budget, preset=preset,
-                                  dataset=dataset, command=command, sessions=sessions)
+                                  dataset=dataset, command=command, sessions=sessions,
+                                  conditioning=CONDITIONING[conditional])
     report.render(doc, grids, out)
     log.info("report in %s (training %.0f s, evaluation %.0f s this session)", out / "index.html", train_s, eval_s)
     return doc
+
+
+def check_conditioning(out: Path, entries: list[Entry], conditional: bool) -> None:
+    """A report holds one conditioning: continuing one of the other conditioning is refused in one line."""
+    wanted = CONDITIONING[conditional]
+    there = None
+    if (out / "results.json").is_file():
+        there = json.loads((out / "results.json").read_text()).get("conditioning", "mixed (an older report)")
+    for e in entries:
+        path = e.dirs[-1] / ckpt.CONFIG
+        if there is None and path.is_file():
+            there = CONDITIONING[bool(load_config_json(path.read_text()).model.class_cond)]
+    if there is not None and there != wanted:
+        flag = "without --unconditional" if conditional else "with --unconditional"
+        raise ConfigError(f"{out} holds a {there} comparison and this one is {wanted}: the two are never mixed "
+                          f"in one table; use another --out (or run {flag} to continue it)")
 
 
 def report_from_runs(run_dirs: list[str | Path], *, out: str | Path, protocol: Protocol = Protocol(),
@@ -502,9 +600,14 @@ def report_from_runs(run_dirs: list[str | Path], *, out: str | Path, protocol: P
     datasets = sorted({r["dataset"] for r in results})
     if len(datasets) > 1:
         raise ConfigError(f"the runs are on different datasets ({', '.join(datasets)}); report one dataset at a time")
+    conditioning = {CONDITIONING[bool(r["class_cond"])] for r in results}
+    if len(conditioning) > 1:
+        which = ", ".join(f"{r['name']} {CONDITIONING[bool(r['class_cond'])]}" for r in results)
+        raise ConfigError(f"the runs mix conditional and unconditional models ({which}); report one kind at a time")
     session = {"created": report.now(), "command": command, "train_s": 0.0, "eval_s": time.time() - t_start,
                "total_s": time.time() - t_start}
     doc = report.results_document(results, protocol=protocol, budget=None, preset=None,
-                                  dataset=datasets[0], command=command, sessions=[session])
+                                  dataset=datasets[0], command=command, sessions=[session],
+                                  conditioning=conditioning.pop())
     report.render(doc, grids, Path(out))
     return doc

@@ -150,7 +150,7 @@ def test_index_html_parses_and_embeds_every_image(finished):
 def test_results_json_carries_protocol_machine_and_costs(finished):
     out, _ = finished
     doc = json.loads((out / "results.json").read_text())
-    assert doc["protocol"]["n"] == 120 and doc["protocol"]["metrics"] == ["fd", "kid", "pr", "is", "bpd"]
+    assert doc["protocol"]["n"] == 120 and doc["protocol"]["metrics"] == ["fd", "kid", "pr", "is", "acc", "bpd"]
     assert doc["protocol"]["reference"] == "digits/train" and doc["command"] == "test"
     for key in ("cpu", "cpu_count", "torch_threads", "gpu", "torch", "python"):
         assert key in doc["machine"]
@@ -322,3 +322,84 @@ def test_a_stage_can_map_the_comparison_preset_to_its_own():
                             overrides=[], runs_dir=Path("/nonexistent"))
     vq, prior = entry.configs
     assert (vq.model.channels, prior.model.d_model) == (32, 128)  # vqvae quick, transformer prior
+
+
+# ----------------------------------------------------------------------------------------
+# issue 20: one conditioning, the budget used, the requested class, a curve for every entry
+
+
+def test_every_entry_is_class_conditional_by_default_and_reads_its_requested_class(finished):
+    out, doc = finished
+    assert doc["conditioning"] == "class-conditional"
+    for e in doc["entries"]:
+        assert e["class_cond"] and all(s["class_cond"] for s in e["stages"])
+        acc = e["eval"]["metrics"]["label_accuracy"]
+        assert 0 <= acc["value"] <= 1 and len(acc["per_class"]) == 10
+    md = (out / "report.md").read_text()
+    assert "every entry is class-conditional" in md and "requested class ↑" in md
+
+
+def test_every_entry_draws_an_in_loop_curve_off_its_budget_and_shows_the_budget_used(finished):
+    out, doc = finished
+    for e in doc["entries"]:
+        (stage,) = e["stages"]
+        assert [p["step"] for p in stage["in_loop_fd"]] == [3, 5, 8, 10], "4 points over the 10 steps"
+        assert stage["config"]["train"]["eval_n"] == C.IN_LOOP_N[0] and stage["in_loop_eval_s"] > 0
+        assert e["budget_used"] == stage["budget_used"] == 1.0  # a steps budget: steps / train.steps
+    assert "| budget used |" in (out / "report.md").read_text()
+
+
+def test_unconditional_comparison_and_no_mixing_of_the_two(tmp_path, capsys):
+    out = tmp_path / "report"
+    args = ["compare", "--dataset", "digits", "--families", "vae", "--preset", "tiny", "--steps", "4", "--out",
+            str(out), "--eval-n", "60", "--n-ref", "300", "--grid-n", "10", "--device", "cpu", "--no-progress"]
+    assert main(args + ["--unconditional"]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["conditioning"] == "unconditional" and not doc["entries"][0]["class_cond"]
+    assert "label_accuracy" not in doc["entries"][0]["eval"]["metrics"]
+    assert "every entry is unconditional" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 2, "a class-conditional --resume into an unconditional report"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unconditional comparison and this one is class-conditional" in err
+    assert main(args + ["--resume", "--unconditional"]) == 0, "the same conditioning continues"
+
+
+def test_a_set_that_contradicts_the_conditioning_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="model.class_cond=false contradicts this class-conditional comparison"):
+        run_compare(tmp_path, ["vae"], overrides=["model.class_cond=false"])
+    with pytest.raises(ConfigError, match="contradicts this unconditional comparison"):
+        run_compare(tmp_path, ["gan"], overrides=["gan:model.class_cond=true"], conditional=False)
+
+
+def test_the_two_stage_entries_condition_only_their_generating_stage():
+    for name in ("vqvae", "ldm"):
+        budget = C.Budget("minutes", 2.5)
+        in_loop = tuple(C.in_loop_overrides(budget, C.Protocol(n=1000)))
+        entry = C.stage_configs(name, C.ENTRIES[name], dataset="mnist", preset="quick", budget=budget,
+                                overrides=[], runs_dir=Path("/nonexistent"), in_loop=in_loop)
+        first, last = entry.configs
+        assert not first.model.class_cond and last.model.class_cond, name
+        assert first.train.eval_every == first.train.eval_points == 0, "an autoencoder's samples are not the entry's"
+        assert (last.train.eval_points, last.train.eval_n, last.train.eval_every) == (4, 100, 0), name
+
+
+def test_protocol_sampler_and_guidance_with_the_unguided_row_kept(tmp_path, monkeypatch):
+    """A diffusion entry is evaluated with its protocol sampler and recommended guidance (both recorded in
+    the protocol); the unguided evaluation stays in results.json, and a NAME:STEPS sweep item scores DDIM-50."""
+    monkeypatch.setitem(C.ENTRIES, "ddpm", (C.Stage("ddpm", sampler=("name=dpm++2m", "steps=4"),
+                                                    guidance=("cfg_scale=2",)),))
+    doc = run_compare(tmp_path, ["ddpm"], steps=4, protocol=C.Protocol(n=30, n_ref=300, grid_n=10, metrics=("fd",),
+                                                                        sampler_steps=("ddim:6",), device="cpu"))
+    (e,) = doc["entries"]
+    knobs = e["eval"]["metrics"]["fd"]["protocol"]["sampler"]
+    assert (knobs["name"], knobs["steps"], knobs["cfg_scale"]) == ("dpm++2m", 4, 2.0)
+    assert e["unguided"]["metrics"]["fd"]["protocol"]["sampler"]["cfg_scale"] == 1.0
+    assert e["eval"]["cost"]["network_evaluations_per_sample"] == 2 * e["unguided"]["cost"][
+        "network_evaluations_per_sample"] == 2 * 4, "guided: two passes per step"
+    ((sweep),) = e["sweep"]
+    assert (sweep["name"], sweep["steps"]) == ("ddim", 6)
+    assert sweep["metrics"]["fd"]["protocol"]["sampler"]["name"] == "ddim"
+    run_cfg = json.loads((tmp_path / "runs" / "ddpm" / "ddpm" / ckpt.CONFIG).read_text())
+    assert run_cfg["sampler"]["name"] == "dpm++2m", "the in-loop FD samples with the protocol sampler too"
+    assert "`sampler.cfg_scale=2` (unguided:" in (tmp_path / "report.md").read_text()

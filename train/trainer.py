@@ -371,9 +371,9 @@ def restore(saved: dict, model, ema: EMA, optims: dict, scaler, s: TrainState, r
 
 
 def in_loop_fd(cfg, dist: DistInfo, device: torch.device):
-    """The in-loop FD evaluator (main rank, train.eval_every), or None; a dataset without a classifier trains
-    without it (presets turn it on)."""
-    if not (cfg.train.eval_every and dist.is_main):
+    """The in-loop FD evaluator (main rank, train.eval_every or train.eval_points), or None; a dataset without a
+    classifier trains without it (presets turn it on)."""
+    if not ((cfg.train.eval_every or cfg.train.eval_points) and dist.is_main):
         return None
     from genzoo.evaluation.harness import InLoopFD
     why = InLoopFD.unavailable(cfg.data)
