@@ -15,7 +15,7 @@ from typing import Any
 from genzoo.config import DataConfig, RunConfig, apply_dict, apply_overrides
 from genzoo.contract import MODULE_NAMES, OPTIONAL_MODULE_NAMES
 from genzoo.errors import ConfigError
-from genzoo.models import ddpm, dit, gan, ldm, pixelcnn, transformer, vae, vqvae
+from genzoo.models import ddpm, dit, flow, gan, ldm, pixelcnn, transformer, vae, vqvae
 from genzoo.rules import validate
 from genzoo.train.trainer import TrainConfig
 
@@ -54,6 +54,7 @@ FAMILIES: dict[str, Family] = {
     "ddpm": Family.from_module("ddpm", ddpm),
     "dit": Family.from_module("dit", dit),
     "ldm": Family.from_module("ldm", ldm),
+    "flow": Family.from_module("flow", flow),
     "vqvae": Family.from_module("vqvae", vqvae),
     "pixelcnn": Family.from_module("pixelcnn", pixelcnn),
     "transformer": Family.from_module("transformer", transformer),

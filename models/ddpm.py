@@ -21,7 +21,7 @@ import torch
 
 from genzoo.contract import GenerativeModel, classes
 from genzoo.errors import ConfigError
-from genzoo.models.diffusion import samplers
+from genzoo.models.diffusion import ode, samplers
 from genzoo.models.diffusion.process import GaussianDiffusion
 from genzoo.models.unet import UNet, UNetConfig
 from genzoo.rules import Fraction, NonNegative, Range
@@ -33,18 +33,11 @@ def cxx_compiler() -> str | None:
     return next((shutil.which(n) for n in names if shutil.which(n)), None)
 
 
-class DDPM(GenerativeModel):
-    """The family: a denoiser `net(x_t, t, y)` (the U-Net unless given) trained and sampled by the process."""
+class Denoised(GenerativeModel):
+    """What the diffusion and flow families share around their network `net(x_t, t, y)`: the labels, their
+    dropout for classifier-free guidance, the guided network and its compiled forward."""
 
-    likelihood = "bound (VLB, estimated over timesteps)"
-
-    def __init__(self, cfg: DiffusionConfig, image_shape: tuple[int, int, int], num_classes: int = 0, net=None):
-        super().__init__()
-        C, H, W = image_shape
-        self.cfg, self.image_shape = cfg, tuple(image_shape)
-        self.num_classes = classes(cfg, num_classes)
-        self.process = GaussianDiffusion(cfg.T, cfg.schedule, cfg.objective)
-        self.net = net if net is not None else UNet(cfg, C, H, self.num_classes)
+    net: torch.nn.Module
 
     def parameters_for(self, phase: str):
         return self.parameters()
@@ -56,13 +49,28 @@ class DDPM(GenerativeModel):
             return None
         return labels.view(n)
 
-    def loss(self, batch, phase: str = "main") -> dict[str, torch.Tensor]:
-        x0, y = batch.images, self._labels(batch.labels, batch.images.shape[0])
-        if y is not None and self.cfg.p_uncond > 0:  # label dropout -> the null label K
+    def training_labels(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """The batch's labels with probability p_uncond replaced by the null label K (label dropout)."""
+        y = self._labels(labels, n)
+        if y is not None and self.cfg.p_uncond > 0:
             drop = torch.rand(y.shape, device=y.device) < self.cfg.p_uncond
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
-        loss, _ = self.process.loss(self.net, x0, y, self.cfg.min_snr_gamma)
-        return {"loss": loss}
+        return y
+
+    def guided(self, labels: torch.Tensor | None, cfg_scale: float = 1.0, compile: bool = False):
+        """(x_t, t) -> the network's output under classifier-free guidance: out_u + s (out_c - out_u)."""
+        guided = labels is not None and cfg_scale != 1.0
+        null = torch.full_like(labels, self.num_classes) if guided else None
+        net = self.compiled_net() if compile else self.net
+
+        def out(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if not guided:
+                return net(x_t, t, labels)
+            out_c, out_u = net(torch.cat([x_t, x_t]), torch.cat([t, t]),
+                               torch.cat([labels, null])).chunk(2)  # one batch of 2B
+            return out_u + cfg_scale * (out_c - out_u)  # linear: valid for eps, x0, v and velocity outputs
+
+        return out
 
     def compiled_net(self):
         """The network's forward under `torch.compile` (inductor), built on first use and kept.
@@ -80,23 +88,30 @@ class DDPM(GenerativeModel):
             fn = self.__dict__["_compiled_forward"] = torch.compile(self.net.forward)
         return fn
 
+
+class DDPM(Denoised):
+    """The family: a denoiser `net(x_t, t, y)` (the U-Net unless given) trained and sampled by the process."""
+
+    likelihood = "bound (VLB, estimated over timesteps)"
+
+    def __init__(self, cfg: DiffusionConfig, image_shape: tuple[int, int, int], num_classes: int = 0, net=None):
+        super().__init__()
+        C, H, W = image_shape
+        self.cfg, self.image_shape = cfg, tuple(image_shape)
+        self.num_classes = classes(cfg, num_classes)
+        self.process = GaussianDiffusion(cfg.T, cfg.schedule, cfg.objective)
+        self.net = net if net is not None else UNet(cfg, C, H, self.num_classes)
+
+    def loss(self, batch, phase: str = "main") -> dict[str, torch.Tensor]:
+        y = self.training_labels(batch.labels, batch.images.shape[0])
+        loss, _ = self.process.loss(self.net, batch.images, y, self.cfg.min_snr_gamma)
+        return {"loss": loss}
+
     def denoiser(self, labels: torch.Tensor | None, cfg_scale: float = 1.0, clip_x0: bool = True,
                  compile: bool = False):
         """The callable the samplers use: (x_t, t) -> (x0_hat, eps_hat), with classifier-free guidance."""
-        guided = labels is not None and cfg_scale != 1.0
-        null = torch.full_like(labels, self.num_classes) if guided else None
-        net = self.compiled_net() if compile else self.net
-
-        def denoise(x_t: torch.Tensor, t: torch.Tensor):
-            if guided:
-                out_c, out_u = net(torch.cat([x_t, x_t]), torch.cat([t, t]),
-                                   torch.cat([labels, null])).chunk(2)  # one batch of 2B
-                out = out_u + cfg_scale * (out_c - out_u)  # linear, so valid for eps, x0 and v outputs
-            else:
-                out = net(x_t, t, labels)
-            return self.process.predict(out, x_t, t, clip_x0)
-
-        return denoise
+        out = self.guided(labels, cfg_scale, compile)
+        return lambda x_t, t: self.process.predict(out(x_t, t), x_t, t, clip_x0)
 
     @torch.no_grad()
     def sample(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
@@ -119,11 +134,22 @@ class DDPM(GenerativeModel):
         return samplers.network_evaluations(name, steps, self.process) * (2 if guided else 1)
 
     @torch.no_grad()
-    def log_likelihood(self, batch, terms: int = 32) -> torch.Tensor:
-        """Bits/dim per image: the variational bound of eq. 5, its T-1 KL terms estimated from `terms`
-        stratified timesteps (all of them with terms=0); conditional on the label for a conditional model."""
+    def log_likelihood(self, batch, terms: int = 32, estimator: Literal["vlb", "ode"] = "vlb",
+                       steps: int = ode.LIKELIHOOD_STEPS, probes: int = ode.LIKELIHOOD_PROBES,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """Bits/dim per image, conditional on the label for a conditional model. estimator="vlb" (the default,
+        the `likelihood` declared above): the variational bound of eq. 5, its T-1 KL terms estimated from `terms`
+        stratified timesteps (all of them with terms=0). estimator="ode": the probability-flow ODE estimate
+        (`GaussianDiffusion.ode_log_likelihood`, `steps` Heun steps, `probes` Hutchinson probes) of the
+        uniformly dequantised images, in the same 8-bit bits/dim (docs/flow.md, Likelihood)."""
         y = self._labels(batch.labels, batch.images.shape[0])
-        return self.process.bits_per_dim(self.denoiser(y), batch.images, terms=terms)
+        if estimator == "vlb":
+            return self.process.bits_per_dim(self.denoiser(y), batch.images, terms=terms)
+        if estimator != "ode":
+            raise ValueError(f"unknown likelihood estimator {estimator!r}; choose vlb or ode")
+        x = ode.dequantize(batch.images, generator)
+        log_p = self.process.ode_log_likelihood(self.denoiser(y, clip_x0=False), x, steps, probes, generator)
+        return ode.dequantized_bits_per_dim(log_p, x[0].numel())
 
 
 # ----------------------------------------------------------------------------------------

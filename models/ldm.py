@@ -39,6 +39,7 @@ class LatentDiffusion(GenerativeModel):
     autoencoder_families = ("vae", "vqvae")
     uses_latents = True
     reconstructs = True  # the first stage's reconstruction
+    process_model: type = DDPM  # the model over the latents; the flow family's LatentFlow puts RectifiedFlow here
 
     def __init__(self, cfg: LDMConfig, image_shape: tuple[int, int, int], num_classes: int = 0,
                  autoencoder: nn.Module | None = None):
@@ -58,7 +59,7 @@ class LatentDiffusion(GenerativeModel):
         c, h, w = self.latent_shape
         K = classes(cfg, num_classes)
         net = UNet(cfg, c, h, K) if cfg.denoiser == "unet" else DiT(cfg, c, (h, w), K)
-        self.diffusion = DDPM(cfg, self.latent_shape, num_classes, net=net)
+        self.diffusion = self.process_model(cfg, self.latent_shape, num_classes, net=net)
         self.num_classes = self.diffusion.num_classes
         self.register_buffer("latent_scale", torch.ones(()))
 
