@@ -95,7 +95,7 @@ SESSIONS = "sessions.jsonl"  # in REPORT_DIR/runs: one line per completed compar
 # config keys that may differ between a finished run and the comparison reusing it (hardware, logging)
 REUSABLE_CHANGES = {"data.root", "data.download", "train.device", "train.threads", "train.compile",
                     "train.log_every", "train.sample_every", "train.ckpt_every", "train.eval_every", "train.eval_n",
-                    "train.eval_points"}  # and every sampler.* key: the evaluation sets the sampler explicitly
+                    "train.eval_points", "train.n_grid"}  # and every sampler.* key: the evaluation sets the sampler explicitly
 
 CONDITIONING = {True: "class-conditional", False: "unconditional"}
 
@@ -209,10 +209,12 @@ IN_LOOP_N = (50, 500)  # the in-loop FD's n: a tenth of the protocol's, within t
 def in_loop_overrides(budget: Budget, protocol: "Protocol") -> list[str]:
     """In-loop FD for the curve of quality against training time, sized to the budget: one point per training
     minute (4 to 10 points, spread over the fitted horizon), of a tenth of the protocol's n (50 to 500). It
-    runs off the training clock, and its seconds are reported apart."""
+    runs off the training clock, and its seconds are reported apart. The trainer's own sample grid is drawn
+    once, at the end, and small: the report draws each entry's grid itself."""
     points = min(10, max(4, round(budget.value))) if budget.kind == "minutes" else 4
     n = min(IN_LOOP_N[1], max(IN_LOOP_N[0], protocol.n // 10))
-    return ["train.eval_every=0", f"train.eval_points={points}", f"train.eval_n={n}"]
+    return ["train.eval_every=0", f"train.eval_points={points}", f"train.eval_n={n}", "train.sample_every=0",
+            "train.n_grid=10"]
 
 
 def stage_configs(name: str, stages: tuple[Stage, ...], *, dataset: str, preset: str, budget: Budget,
