@@ -18,6 +18,9 @@ message and exit status 2; Ctrl-C during training saves a checkpoint and exits w
 from __future__ import annotations
 
 import argparse
+import errno
+import math
+import os
 import logging
 import sys
 from pathlib import Path
@@ -26,8 +29,66 @@ from genzoo.errors import ConfigError, GenzooError, Interrupted
 from genzoo.evaluation.harness import METRICS as METRIC_NAMES
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (exit 2), like every other genzoo error."""
+
+    def error(self, message: str):
+        self.exit(2, f"genzoo: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _number(kind: type, lo: float, hi: float = math.inf, *, above: bool = False):
+    """An argparse type: a finite `kind` in [lo, hi] ((lo, hi] with above=True)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        low_ok = value > lo if above else value >= lo
+        if not (math.isfinite(value) and low_ok and value <= hi):
+            span = f"{'(' if above else '['}{_fmt(lo)}, {_fmt(hi)}]"
+            raise argparse.ArgumentTypeError(f"must be in {span}, got {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _fmt(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:g}"
+
+
+COUNT = _number(int, 1, 10**7)  # --n, --steps, --grid-n
+EVAL_N = _number(int, 2, 10**7)  # a sample set for statistics needs two images
+BATCH = _number(int, 1, 65536)
+SEED = _number(int, 0, 2**63 - 1)
+MINUTES = _number(float, 0, 10**6, above=True)
+
+
+def _out_file(path: str | Path, suffixes: tuple[str, ...]) -> Path:
+    """A file the command will write: the right suffix, not a directory, in a folder we can write."""
+    out = Path(path)
+    if out.suffix not in suffixes:
+        raise ConfigError(f"--out must end in {' or '.join(suffixes)}, not {out.suffix or 'no suffix'!r} ({out})")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give a file name ending in {' or '.join(suffixes)}")
+    folder = next((d for d in (out.parent, *out.parent.parents) if d.exists()), Path("."))
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ConfigError(f"cannot write {out}: {folder} is not a writable folder; choose another --out")
+    return out
+
+
+def _out_dir(path: str | Path) -> Path:
+    """A directory the command will fill: not an existing file, in a folder we can write."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory; choose another --out")
+    folder = next((d for d in (out, *out.parents) if d.exists()), Path("."))
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"cannot write into {folder}: it is read-only; choose another --out")
+    return out
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="genzoo", description="A zoo of image generative models: one trainer, one harness.")
+    p = _Parser(prog="genzoo", description="A zoo of image generative models: one trainer, one harness.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("list", help="families, datasets and presets")
@@ -44,8 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--dataset", help="dataset name (default: the preset's, mnist)")
     tr.add_argument("--preset", default="quick", help="named preset of the family (default: quick)")
     budget = tr.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, help="optimizer steps (train.steps)")
-    budget.add_argument("--minutes", type=float, help="wall-clock budget; the LR schedule is fitted to it")
+    budget.add_argument("--steps", type=COUNT, help="optimizer steps (train.steps)")
+    budget.add_argument("--minutes", type=MINUTES, help="wall-clock budget; the LR schedule is fitted to it")
     tr.add_argument("--out", help="run directory (default: runs/FAMILY-DATASET)")
     tr.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="overrides, e.g. train.lr=2e-4")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -55,13 +116,13 @@ def _parser() -> argparse.ArgumentParser:
 
     sa = sub.add_parser("sample", help="sample from a trained run (EMA weights)")
     sa.add_argument("run_dir")
-    sa.add_argument("--n", type=int, default=64)
-    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--n", type=COUNT, default=64)
+    sa.add_argument("--seed", type=SEED, default=0)
     sa.add_argument("--out", help="FILE.png (a grid) or FILE.npz (uint8 images, labels); default RUN_DIR/samples.png")
     sa.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="sampler knobs, e.g. sampler.temperature=0.8")
     sa.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     sa.add_argument("--best", action="store_true", help="use best.pt (lowest in-loop FD) instead of the latest")
-    sa.add_argument("--batch-size", type=int, default=256)
+    sa.add_argument("--batch-size", type=BATCH, default=256)
     sa.add_argument("--device", default="cpu")
     ev = sub.add_parser("eval", help="score a run, or a set of samples, with the harness's protocol (JSON)")
     ev.add_argument("run_dir", nargs="?", help="a training run (its EMA weights are sampled)")
@@ -70,17 +131,17 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", help="dataset of --samples (default for a run: the run's)")
     ev.add_argument("--metrics", help=f"comma-separated from {','.join(METRIC_NAMES)} "
                                       "(default: fd,kid,pr,is[,bpd] where a domain classifier exists, else fid,kid,pr)")
-    ev.add_argument("--n", type=int, default=5000, help="samples to generate from a run (default 5000)")
-    ev.add_argument("--n-ref", type=int, default=10000, help="reference images (default 10000)")
+    ev.add_argument("--n", type=EVAL_N, default=5000, help="samples to generate from a run (default 5000)")
+    ev.add_argument("--n-ref", type=EVAL_N, default=10000, help="reference images (default 10000)")
     ev.add_argument("--ref-split", default="train", choices=("train", "test"))
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=SEED, default=0)
     ev.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="sampler knobs, e.g. sampler.temperature=0.8")
     ev.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA")
     ev.add_argument("--best", action="store_true", help="use best.pt (lowest in-loop FD) instead of the latest")
     ev.add_argument("--fid-weights", help="path to the FID Inception weights (else GENZOO_FID_WEIGHTS, caches, package)")
     ev.add_argument("--download", action="store_true", help="allow downloading FID weights / data")
     ev.add_argument("--device", default="auto", help="auto (cuda if available) | cpu | cuda")
-    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--batch-size", type=BATCH, default=256)
     ev.add_argument("--out", help="also write the JSON here")
     ev.add_argument("--no-progress", action="store_true")
 
@@ -89,9 +150,9 @@ def _parser() -> argparse.ArgumentParser:
     co.add_argument("--families", help="comma-separated entries (default: every entry whose families exist)")
     co.add_argument("--preset", default="quick", help="preset of every family (default: quick)")
     budget = co.add_mutually_exclusive_group()
-    budget.add_argument("--minutes-per-family", type=float, metavar="M",
+    budget.add_argument("--minutes-per-family", type=MINUTES, metavar="M",
                         help="training minutes per entry, split between a two-stage entry's stages")
-    budget.add_argument("--steps", type=int, help="optimizer steps per entry (default: each preset's own)")
+    budget.add_argument("--steps", type=COUNT, help="optimizer steps per entry (default: each preset's own)")
     co.add_argument("--out", help="report directory (default: reports/compare-DATASET)")
     co.add_argument("--resume", action="store_true", help="reuse finished runs and cached evaluations in --out, "
                                                           "continue interrupted runs")
@@ -111,21 +172,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def _report_args(p: argparse.ArgumentParser) -> None:
     """The evaluation protocol of compare / report (the same for every entry)."""
-    p.add_argument("--eval-n", type=int, default=2000, help="samples per entry, and test images for bits/dim "
+    p.add_argument("--eval-n", type=EVAL_N, default=2000, help="samples per entry, and test images for bits/dim "
                                                             "(default 2000)")
     p.add_argument("--metrics", help=f"comma-separated from {','.join(METRIC_NAMES)} (default: fd,kid,pr,is,bpd "
                                      "where a domain classifier exists, else fid,kid,pr,bpd)")
-    p.add_argument("--n-ref", type=int, default=10000, help="reference images (default 10000)")
+    p.add_argument("--n-ref", type=EVAL_N, default=10000, help="reference images (default 10000)")
     p.add_argument("--ref-split", default="train", choices=("train", "test"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--grid-n", type=int, default=100, help="samples in each entry's grid (default 100)")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--grid-n", type=COUNT, default=100, help="samples in each entry's grid (default 100)")
     p.add_argument("--sampler-steps", help="also evaluate families with a sampler.steps knob at these steps, "
                                            "e.g. 10,25,50, or NAME:STEPS such as ddim:50 (quality against "
                                            "sampling cost)")
     p.add_argument("--fid-weights", help="path to the FID Inception weights")
     p.add_argument("--download", action="store_true", help="allow downloading data / FID weights")
     p.add_argument("--device", default="auto", help="evaluation device: auto | cpu | cuda")
-    p.add_argument("--batch-size", type=int, default=500, help="sampling batch size (default 500)")
+    p.add_argument("--batch-size", type=BATCH, default=500, help="sampling batch size (default 500)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -163,7 +224,7 @@ def cmd_train(args) -> None:
     if args.download:
         overrides.append("data.download=true")
     cfg = resolve_config(args.family, dataset=args.dataset, preset=args.preset, overrides=overrides)
-    out = Path(args.out or f"runs/{cfg.family}-{cfg.data.dataset}")
+    out = _out_dir(args.out or f"runs/{cfg.family}-{cfg.data.dataset}")
     import torch
     dist = init_distributed("cuda" if cfg.train.device.startswith("cuda") or
                             (cfg.train.device == "auto" and torch.cuda.is_available()) else "cpu")
@@ -190,9 +251,7 @@ def cmd_sample(args) -> None:
     if any(not item.startswith("sampler.") for item in args.set):
         raise ConfigError("genzoo sample takes only sampler.* overrides, e.g. --set sampler.temperature=0.8")
     apply_overrides(run.config, args.set)
-    out = Path(args.out or Path(args.run_dir) / "samples.png")
-    if out.suffix not in (".png", ".npz"):
-        raise ConfigError(f"--out must end in .png or .npz, not {out.suffix!r}")
+    out = _out_file(args.out or Path(args.run_dir) / "samples.png", (".png", ".npz"))
     uint8, labels, _ = generate(run.model, args.n, seed=args.seed, batch_size=args.batch_size, device=args.device,
                                 knobs=vars(run.config.sampler))
     K = run.model.num_classes
@@ -229,6 +288,7 @@ def cmd_eval(args) -> None:
     from genzoo.evaluation.classifier import EXTRACTORS
     from genzoo.evaluation.harness import evaluate_images, evaluate_run
 
+    out = _out_file(args.out, (".json",)) if args.out else None  # checked before the work, not after
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     common = dict(seed=args.seed, n_ref=args.n_ref, ref_split=args.ref_split, fid_weights=args.fid_weights,
                   download=args.download, device=device, progress=not args.no_progress)
@@ -255,8 +315,9 @@ def cmd_eval(args) -> None:
     else:
         raise ConfigError("nothing to evaluate: give RUN_DIR, or --samples FILE.npz with --dataset or --reference")
     text = json.dumps(result, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
     print(text)
 
 
@@ -285,7 +346,7 @@ def cmd_compare(args) -> None:
         raise ConfigError("--minutes-per-family and --steps must be positive")
     overrides = list(args.set) + ([f"data.root={args.root}"] if args.root else []) + (
         ["data.download=true"] if args.download else [])
-    out = args.out or f"reports/compare-{args.dataset}"
+    out = _out_dir(args.out or f"reports/compare-{args.dataset}")
     families = [f.strip() for f in args.families.split(",") if f.strip()] if args.families else None
     compare(dataset=args.dataset, families=families, preset=args.preset, budget=budget, out=out, resume=args.resume,
             overrides=overrides, protocol=_protocol(args), progress=not args.no_progress, command=args.command_line,
@@ -320,4 +381,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("genzoo: aborted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in USER_OS_ERRORS:
+            return _report_bug(args)
+        print(f"genzoo: error: {e.strerror}: {e.filename or ''}; free space or fix permissions, then run "
+              f"again (with --resume for training)", file=sys.stderr)
+        return 2
+    except Exception:
+        return _report_bug(args)
     return 0
+
+
+# file-system conditions a user can fix (not bugs): one line, no traceback
+USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _report_bug(args) -> int:
+    """A real bug: the traceback is printed in full, and the last line says what to report."""
+    import traceback
+
+    from genzoo import __version__
+
+    traceback.print_exc()
+    print(f"genzoo: internal error in `{args.command_line}` (genzoo {__version__}); please report it with the "
+          f"traceback above", file=sys.stderr)
+    return 1
