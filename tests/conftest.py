@@ -35,3 +35,17 @@ def require(source, install: str):
         if os.environ.get("GENZOO_REQUIRE_REAL_DATA") == "1":
             pytest.fail(message)
         pytest.skip(message)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fuzz test's reach: how many bad values and arguments it tried (tests/test_fuzz.py)."""
+    import sys
+
+    fuzz = sys.modules.get("test_fuzz")
+    if fuzz is not None and fuzz.TRIED:
+        failed = [r for r in terminalreporter.stats.get("failed", []) if "test_fuzz" in r.nodeid]
+        mode = "full product" if fuzz.FULL else "seeded sample; GENZOO_FUZZ_FULL=1 for all"
+        verdict = f"{len(failed)} fuzz test(s) FAILED" if failed else "none left a traceback or changed a checkpoint"
+        terminalreporter.write_line(f"fuzz: {fuzz.TRIED.get('config', 0)} config values x (fresh run, resume, "
+                                    f"sample) and {fuzz.TRIED.get('arguments', 0)} argument cases tried ({mode}); "
+                                    f"{verdict}")
