@@ -247,11 +247,11 @@ def cmd_sample(args) -> None:
     from genzoo.evaluation.harness import generate
     from genzoo.runs import open_run
 
+    out = _out_file(args.out or Path(args.run_dir) / "samples.png", (".png", ".npz"))
     run = open_run(args.run_dir, ema=not args.raw, device=args.device, best=args.best)
     if any(not item.startswith("sampler.") for item in args.set):
         raise ConfigError("genzoo sample takes only sampler.* overrides, e.g. --set sampler.temperature=0.8")
     apply_overrides(run.config, args.set)
-    out = _out_file(args.out or Path(args.run_dir) / "samples.png", (".png", ".npz"))
     uint8, labels, _ = generate(run.model, args.n, seed=args.seed, batch_size=args.batch_size, device=args.device,
                                 knobs=vars(run.config.sampler))
     K = run.model.num_classes

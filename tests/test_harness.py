@@ -97,8 +97,10 @@ def test_training_images_per_s_leaves_out_each_sessions_warm_up_interval(tmp_pat
     assert runlog.train_images_per_s([]) is None
     (tmp_path / ckpt.METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert runlog.read_metrics(tmp_path) == rows and runlog.series(rows, "fd") == ([4], [9.0])
-    assert runlog.training_cost(tmp_path) == {"train_img_per_s": 12.0, "train_s": 3.0, "images_seen": 48}
-    assert runlog.training_cost(tmp_path / "nothing") == {"train_img_per_s": None, "train_s": None, "images_seen": None}
+    assert runlog.training_cost(tmp_path) == {"train_img_per_s": 12.0, "train_s": 3.0, "images_seen": 48,
+                                              "in_loop_eval_s": None}  # this end event predates eval_s
+    assert runlog.training_cost(tmp_path / "nothing") == {"train_img_per_s": None, "train_s": None, "images_seen": None,
+                                                          "in_loop_eval_s": None}
 
 
 def test_bits_per_dim_alone_draws_no_samples(tmp_path, monkeypatch):

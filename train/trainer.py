@@ -89,7 +89,7 @@ class TrainConfig:
 # keys that may change when a run is resumed (the budget, logging and hardware), all others must match
 RESUMABLE_CHANGES = {"train.steps", "train.minutes", "train.log_every", "train.sample_every", "train.ckpt_every",
                      "train.device", "train.threads", "train.compile", "data.root", "data.download",
-                     "train.eval_every", "train.eval_n", "train.eval_points"}
+                     "train.eval_every", "train.eval_n", "train.eval_points", "train.n_grid"}
 
 WARM_STEPS = 10  # each session's first steps, left out of the speed measurement (first kernels, allocator, compile)
 REFIT_AT = (0.25, 0.5, 0.75, 0.9, 0.97)  # fractions of the fitted horizon at which a time budget refits it
