@@ -100,6 +100,15 @@ class GenerativeModel(nn.Module):
             raise ValueError(f"this {type(self).__name__} is class-conditional: pass labels")
         return labels.view(n)
 
+    def dropped_labels(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        """Label dropout for classifier-free guidance (Ho & Salimans 2022): each of the (n,) labels is replaced by
+        the null label K with probability `cfg.p_uncond`, so one network learns p(x | y) and p(x). None stays None."""
+        y = None if labels is None or not self.num_classes else labels.view(n)
+        if y is not None and self.cfg.p_uncond > 0:
+            drop = torch.rand(y.shape, device=y.device) < self.cfg.p_uncond
+            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        return y
+
 
 def classes(cfg, num_classes: int) -> int:
     """A model's `num_classes`: the dataset's K when its config asks for class conditioning, else 0."""

@@ -49,14 +49,6 @@ class Denoised(GenerativeModel):
             return None
         return labels.view(n)
 
-    def training_labels(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
-        """The batch's labels with probability p_uncond replaced by the null label K (label dropout)."""
-        y = self._labels(labels, n)
-        if y is not None and self.cfg.p_uncond > 0:
-            drop = torch.rand(y.shape, device=y.device) < self.cfg.p_uncond
-            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
-        return y
-
     def guided(self, labels: torch.Tensor | None, cfg_scale: float = 1.0, compile: bool = False):
         """(x_t, t) -> the network's output under classifier-free guidance: out_u + s (out_c - out_u)."""
         guided = labels is not None and cfg_scale != 1.0
@@ -103,7 +95,7 @@ class DDPM(Denoised):
         self.net = net if net is not None else UNet(cfg, C, H, self.num_classes)
 
     def loss(self, batch, phase: str = "main") -> dict[str, torch.Tensor]:
-        y = self.training_labels(batch.labels, batch.images.shape[0])
+        y = self.dropped_labels(batch.labels, batch.images.shape[0])
         loss, _ = self.process.loss(self.net, batch.images, y, self.cfg.min_snr_gamma)
         return {"loss": loss}
 

@@ -81,7 +81,7 @@ class RectifiedFlow(Denoised):
 
     def loss(self, batch, phase: str = "main") -> dict[str, torch.Tensor]:
         x0, eps, labels = self.couplings(batch)
-        y = self.training_labels(labels, x0.shape[0])
+        y = self.dropped_labels(labels, x0.shape[0])
         t = flow.sample_time(x0.shape[0], self.cfg.timesteps, self.cfg.logit_mean, self.cfg.logit_std,
                              self.cfg.shift, x0.device)  # (B,)
         return {"loss": flow.loss(self.net, x0, eps, t, y)}

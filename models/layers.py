@@ -91,6 +91,24 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return F.pad(emb, (0, dim % 2))  # (B, dim)
 
 
+def guidance_labels(labels: torch.Tensor | None, num_classes: int, cfg_scale: float) -> torch.Tensor | None:
+    """The labels of one guided batch: (n,) -> (2n,) = [y; null] when guiding (cfg_scale != 1), else unchanged.
+    An autoregressive sampler runs both halves on the same prefix and mixes their logits (`guided_logits`)."""
+    if labels is None or not num_classes or cfg_scale == 1.0:
+        return labels
+    return torch.cat([labels, torch.full_like(labels, num_classes)])
+
+
+def guided_logits(logits: torch.Tensor, n: int, cfg_scale: float) -> torch.Tensor:
+    """Classifier-free guidance on logits (as Parti and MUSE apply it to token models):
+        l_guided = l(. | null) + cfg_scale * (l(. | y) - l(. | null))
+    logits (2n, ..., V) of a `guidance_labels` batch -> (n, ..., V); an unguided batch (n, ...) passes through."""
+    if logits.shape[0] == n:
+        return logits
+    l_c, l_u = logits[:n], logits[n:]
+    return l_u + cfg_scale * (l_c - l_u)
+
+
 def sample_categorical(logits: torch.Tensor, generator: torch.Generator | None = None, temperature: float = 1.0,
                        top_k: int = 0) -> torch.Tensor:
     """One draw per row of `logits` (..., V) from softmax(logits / temperature), restricted to the top k.

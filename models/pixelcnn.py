@@ -18,6 +18,11 @@ Sub-pixels: the stacks see every channel of earlier pixels and nothing of the cu
 output head adds the current pixel's earlier channels through a masked 1x1 conv, so R depends on
 the past, G on the past and R, B on the past, R and G.
 
+Classifier-free guidance (Ho & Salimans 2022, applied to logits as Parti does): a conditional model is
+trained with the label replaced by a null label with probability `p_uncond`, and sampled from
+    logits = l(x_<i, null) + cfg_scale * (l(x_<i, y) - l(x_<i, null))
+with both halves in one batch of 2n on the same prefix; cfg_scale = 1 is the model as trained.
+
 Sampling is raster order, one sub-pixel at a time, in a batch. With `cache=True` (default) the
 vertical stack of row r-1 is computed once, when the row is finished (it depends on nothing later),
 and for each pixel only the horizontal stack of the current row up to that pixel is run: about
@@ -37,8 +42,8 @@ import torch.nn.functional as F
 
 from genzoo.contract import GenerativeModel, classes
 from genzoo.models.distributions import nats_to_bits_per_dim
-from genzoo.models.layers import sample_categorical
-from genzoo.rules import Range
+from genzoo.models.layers import guidance_labels, guided_logits, sample_categorical
+from genzoo.rules import Fraction, Range
 
 LEVELS = 256  # 8-bit sub-pixel values
 
@@ -103,7 +108,7 @@ class PixelCNN(GenerativeModel):
         self.cfg, self.image_shape = cfg, tuple(image_shape)
         self.num_classes = classes(cfg, num_classes)
         width = cfg.channels
-        self.label_emb = nn.Embedding(self.num_classes, width) if self.num_classes else None
+        self.label_emb = nn.Embedding(self.num_classes + 1, width) if self.num_classes else None  # + the null label
         cond_dim = width if self.num_classes else 0
         self.layers = nn.ModuleList(GatedLayer(C if i == 0 else width, width, cfg.kernel, cond_dim, first=i == 0)
                                     for i in range(cfg.layers))
@@ -141,47 +146,52 @@ class PixelCNN(GenerativeModel):
     def parameters_for(self, phase: str):
         return self.parameters()
 
-    def _nll_nats(self, batch) -> torch.Tensor:
-        """-log p(x) per sub-pixel, (B, C, H, W), in nats."""
-        x = batch.images
+    def _nll_nats(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """-log p(x | y) per sub-pixel, (B, C, H, W), in nats."""
         target = torch.round((x + 1) * 127.5).long().clamp(0, LEVELS - 1)  # (B, C, H, W) in 0..255
-        logits = self(x, batch.labels)  # (B, C, 256, H, W)
+        logits = self(x, labels)  # (B, C, 256, H, W)
         return F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
 
     def loss(self, batch, phase: str = "main") -> dict[str, torch.Tensor]:
-        bpd = nats_to_bits_per_dim(self._nll_nats(batch).mean())
+        y = self.dropped_labels(batch.labels, batch.images.shape[0])  # label dropout for guidance
+        bpd = nats_to_bits_per_dim(self._nll_nats(batch.images, y).mean())
         return {"loss": bpd, "bpd": bpd.detach()}
 
     @torch.no_grad()
     def log_likelihood(self, batch) -> torch.Tensor:
         """Exact bits/dim per image: -sum_i log2 p(x_i | x_<i) / D."""
-        return nats_to_bits_per_dim(self._nll_nats(batch).flatten(1).mean(1))
+        return nats_to_bits_per_dim(self._nll_nats(batch.images, batch.labels).flatten(1).mean(1))
 
-    def network_evaluations(self, **knobs) -> int:
-        """Sequential network passes per sample: one per sub-pixel (partial passes with the cache)."""
-        return math.prod(self.image_shape)
+    def network_evaluations(self, cfg_scale: float = 1.0, **knobs) -> int:
+        """Sequential network passes per sample: one per sub-pixel (partial passes with the cache), twice with
+        classifier-free guidance (batched as one call)."""
+        guided = self.num_classes and cfg_scale != 1.0
+        return math.prod(self.image_shape) * (2 if guided else 1)
 
     @torch.no_grad()
     def sample(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               temperature: float = 1.0, cache: bool = True) -> torch.Tensor:
+               temperature: float = 1.0, cfg_scale: float = 1.0, cache: bool = True) -> torch.Tensor:
         C, H, W = self.image_shape
         device = self.head_out.weight.device
-        x = torch.zeros(n, C, H, W, device=device)
-        cond = self._cond(labels, n)
+        labels = guidance_labels(self.class_labels(labels, n), self.num_classes, cfg_scale)  # (m,): m = 2n guided
+        m = n if labels is None else labels.shape[0]
+        x = torch.zeros(m, C, H, W, device=device)  # both halves of a guided batch hold the same pixels
+        cond = self._cond(labels, m)
 
-        def draw(logits, r, c, ch):  # logits (n, 256) -> write sub-pixel (ch, r, c)
-            x[:, ch, r, c] = sample_categorical(logits, generator, temperature).float() / 127.5 - 1
+        def draw(logits, r, c, ch):  # logits (m, 256) -> write sub-pixel (ch, r, c)
+            value = sample_categorical(guided_logits(logits, n, cfg_scale), generator, temperature)  # (n,)
+            x[:, ch, r, c] = value.float().repeat(m // n) / 127.5 - 1
 
         if not cache:  # the reference: the full network for every sub-pixel
             for r in range(H):
                 for c in range(W):
                     for ch in range(C):
                         draw(self(x, labels)[:, ch, :, r, c], r, c, ch)
-            return x
+            return x[:n]
 
         p = self.cfg.kernel // 2
-        v_in = [x] + [x.new_zeros(n, self.cfg.channels, H, W) for _ in self.layers[1:]]  # each layer's vertical input
-        v_above = [x.new_zeros(n, 2 * self.cfg.channels, 1, W) for _ in self.layers]  # pre-activation of row r - 1
+        v_in = [x] + [x.new_zeros(m, self.cfg.channels, H, W) for _ in self.layers[1:]]  # each layer's vertical input
+        v_above = [x.new_zeros(m, 2 * self.cfg.channels, 1, W) for _ in self.layers]  # pre-activation of row r - 1
         for r in range(H):
             if r > 0:  # row r - 1 is final: run the vertical stack on it, layer by layer
                 for i, layer in enumerate(self.layers):
@@ -195,7 +205,7 @@ class PixelCNN(GenerativeModel):
                     h = layer.horizontal(h, v_above[i][..., :c + 1], cond)
                 for ch in range(C):
                     draw(self.head(h[..., c:], x[:, :, r:r + 1, c:c + 1])[:, ch, :, 0, 0], r, c, ch)
-        return x
+        return x[:n]
 
 
 # ----------------------------------------------------------------------------------------
@@ -210,11 +220,13 @@ class PixelCNNConfig:
     kernel: Annotated[int, Range("[1, 31]")] = 3  # odd
     head: Annotated[int, Range("[1, 4096]")] = 64  # hidden width of the output head, per sub-pixel
     class_cond: bool = False  # a class embedding biases every gate (eq. 4)
+    p_uncond: Fraction = 0.1  # label dropout for classifier-free guidance
 
 
 @dataclass
 class SamplerConfig:
     temperature: Annotated[float, Range("[0, 100]")] = 1.0  # softmax(logits / temperature); 0 = greedy
+    cfg_scale: Annotated[float, Range("[0, 100]")] = 1.0  # classifier-free guidance; 1 = conditional model as trained
     cache: bool = True  # reuse finished rows of the vertical stack (same samples, much faster)
 
 

@@ -34,6 +34,11 @@ is already the input s_{t-1}, and the one above, which the streaks showed attent
 is now given directly, as a PixelCNN's first layer would. It adds a table of V x D parameters and no
 new dependency: s_{t - W C} precedes s_t, so the model stays causal (tested) and the KV cache exact.
 
+Classifier-free guidance (Ho & Salimans 2022, on logits as in Parti): a conditional model is trained with
+the label replaced by a null label (its own start token and class embedding) with probability `p_uncond`,
+and sampled from l(. | null) + cfg_scale * (l(. | y) - l(. | null)), both halves in one batch on the same
+prefix (`layers.guidance_labels`, `layers.guided_logits`); cfg_scale = 1 is the model as trained.
+
 `CausalTransformer.embed` builds these inputs, for `forward` (all positions) and for the cached sampler
 (one position). Sampling is one token at a time. With `kv_cache=True` (default) each step runs one new token through
 the network and attends to the stored keys and values of the earlier ones (O(T) per step instead of
@@ -54,8 +59,8 @@ import torch.nn.functional as F
 from genzoo.contract import GenerativeModel, classes
 from genzoo.errors import ConfigError
 from genzoo.models.distributions import nats_to_bits_per_dim
-from genzoo.models.layers import sample_categorical
-from genzoo.rules import Range
+from genzoo.models.layers import guidance_labels, guided_logits, sample_categorical
+from genzoo.rules import Fraction, Range
 
 LEVELS = 256  # 8-bit sub-pixel values: the vocabulary on pixels
 
@@ -105,8 +110,9 @@ class CausalTransformer(GenerativeModel):
         self.tok_emb = nn.Embedding(self.vocab, d)
         self.row_len = grid[1] * grid[2]  # tokens per row: s_{t - row_len} is the one above s_t
         self.above_emb = nn.Embedding(self.vocab, d) if cfg.above else None
-        self.start = nn.Embedding(max(1, self.num_classes), d)  # the start token: one per class
-        self.class_emb = nn.Embedding(self.num_classes, d) if self.num_classes and cfg.class_every else None
+        labels = self.num_classes + 1 if self.num_classes else 0  # the classes and the null label K
+        self.start = nn.Embedding(max(1, labels), d)  # the start token: one per label
+        self.class_emb = nn.Embedding(labels, d) if self.num_classes and cfg.class_every else None
         self.pos_row, self.pos_col, self.pos_chan = (nn.Parameter(torch.zeros(n, d)) for n in grid)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.n_layers))
@@ -158,51 +164,58 @@ class CausalTransformer(GenerativeModel):
     def parameters_for(self, phase: str):
         return self.parameters()
 
-    def _nll_nats(self, batch) -> torch.Tensor:
+    def _nll_nats(self, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """-log p(s_t | s_<t, y) per token, (B, T), in nats."""
-        tokens = self.to_tokens(batch.images)  # (B, T)
-        logits = self(tokens[:, :-1], batch.labels)  # (B, T, V)
+        tokens = self.to_tokens(images)  # (B, T)
+        logits = self(tokens[:, :-1], labels)  # (B, T, V)
         return F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")
 
     def loss(self, batch, phase: str = "main") -> dict[str, torch.Tensor]:
-        bits = nats_to_bits_per_dim(self._nll_nats(batch).mean())
+        y = self.dropped_labels(batch.labels, batch.images.shape[0])  # label dropout for guidance
+        bits = nats_to_bits_per_dim(self._nll_nats(batch.images, y).mean())
         return {"loss": bits, self.bits_name: bits.detach()}
 
     @torch.no_grad()
     def token_bits(self, batch) -> torch.Tensor:
         """Exact -log2 p(s) / T per image, (B,): bits/dim on pixels, bits per latent token for a prior."""
-        return nats_to_bits_per_dim(self._nll_nats(batch).mean(1))
+        return nats_to_bits_per_dim(self._nll_nats(batch.images, batch.labels).mean(1))
 
-    def network_evaluations(self, **knobs) -> int:
-        """Sequential network passes per sample: one per token."""
-        return self.seq_len
+    def network_evaluations(self, cfg_scale: float = 1.0, **knobs) -> int:
+        """Sequential network passes per sample: one per token, twice with classifier-free guidance (one call)."""
+        return self.seq_len * (2 if self.num_classes and cfg_scale != 1.0 else 1)
 
     @torch.no_grad()
     def sample_tokens(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                      temperature: float = 1.0, top_k: int = 0, kv_cache: bool = True) -> torch.Tensor:
-        """(n, T) tokens, drawn one at a time from p(s_t | s_<t, y)."""
-        tokens = torch.zeros(n, self.seq_len, dtype=torch.long, device=self.head.weight.device)
+                      temperature: float = 1.0, top_k: int = 0, cfg_scale: float = 1.0,
+                      kv_cache: bool = True) -> torch.Tensor:
+        """(n, T) tokens, drawn one at a time from p(s_t | s_<t, y) (guided: both halves share the prefix)."""
+        labels = guidance_labels(self.class_labels(labels, n), self.num_classes, cfg_scale)  # (m,): m = 2n guided
+        m = n if labels is None else labels.shape[0]
+        tokens = torch.zeros(m, self.seq_len, dtype=torch.long, device=self.head.weight.device)
+
+        def draw(logits: torch.Tensor, t: int):  # logits (m, V) -> token t of every row
+            tokens[:, t] = sample_categorical(guided_logits(logits, n, cfg_scale), generator, temperature,
+                                              top_k).repeat(m // n)
+
         if not kv_cache:  # the reference: recompute the whole prefix for every token
             for t in range(self.seq_len):
-                logits = self(tokens[:, :t], labels)[:, -1]  # (n, V)
-                tokens[:, t] = sample_categorical(logits, generator, temperature, top_k)
-            return tokens
+                draw(self(tokens[:, :t], labels)[:, -1], t)  # logits (m, V)
+            return tokens[:n]
         nh, hd = self.cfg.n_heads, self.cfg.d_model // self.cfg.n_heads
-        caches = [{"k": self.head.weight.new_zeros(n, nh, self.seq_len, hd),
-                   "v": self.head.weight.new_zeros(n, nh, self.seq_len, hd)} for _ in self.blocks]
+        caches = [{"k": self.head.weight.new_zeros(m, nh, self.seq_len, hd),
+                   "v": self.head.weight.new_zeros(m, nh, self.seq_len, hd)} for _ in self.blocks]
         for t in range(self.seq_len):
-            h = self.embed(tokens[:, :t], labels, first=t)  # (n, 1, D): the input at position t
+            h = self.embed(tokens[:, :t], labels, first=t)  # (m, 1, D): the input at position t
             for block, cache in zip(self.blocks, caches):
                 h = block(h, cache, t)
-            logits = self.head(self.ln_f(h))[:, -1]  # (n, V)
-            tokens[:, t] = sample_categorical(logits, generator, temperature, top_k)
-        return tokens
+            draw(self.head(self.ln_f(h))[:, -1], t)  # logits (m, V)
+        return tokens[:n]
 
     @torch.no_grad()
     def sample(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               temperature: float = 1.0, top_k: int = 0, kv_cache: bool = True) -> torch.Tensor:
+               temperature: float = 1.0, top_k: int = 0, cfg_scale: float = 1.0, kv_cache: bool = True) -> torch.Tensor:
         tokens = self.sample_tokens(n, labels=labels, generator=generator, temperature=temperature, top_k=top_k,
-                                    kv_cache=kv_cache)
+                                    cfg_scale=cfg_scale, kv_cache=kv_cache)
         return self.from_tokens(tokens).clamp(-1, 1)
 
 
@@ -267,8 +280,8 @@ class TokenPrior(CausalTransformer):
         return self.autoencoder.decode_tokens(tokens.view(tokens.shape[0], h, w))
 
     def network_evaluations(self, **knobs) -> int:
-        """Sequential network passes per sample: one per token, + the decoder."""
-        return self.seq_len + 1
+        """Sequential network passes per sample: the prior's (one per token), + the decoder."""
+        return super().network_evaluations(**knobs) + 1
 
 
 # ----------------------------------------------------------------------------------------
@@ -284,6 +297,7 @@ class TransformerConfig:
     dropout: Annotated[float, Range("[0, 1)")] = 0.0
     class_cond: bool = False  # a start token per class
     class_every: bool = False  # class_cond: also add a class embedding to every position's input
+    p_uncond: Fraction = 0.1  # class_cond: label dropout for classifier-free guidance
     above: bool = True  # add an embedding of the token one row up to each input (see the module docstring)
     autoencoder: str = ""  # a finished vqvae run directory: model its token grids (TokenPrior, the VQ-VAE prior)
 
@@ -292,6 +306,7 @@ class TransformerConfig:
 class SamplerConfig:
     temperature: Annotated[float, Range("[0, 100]")] = 1.0  # softmax(logits / temperature); 0 = greedy
     top_k: Annotated[int, Range("[0, 65536]")] = 0  # sample among the k most likely tokens only; 0 = all
+    cfg_scale: Annotated[float, Range("[0, 100]")] = 1.0  # classifier-free guidance; 1 = conditional model as trained
     kv_cache: bool = True  # reuse the keys / values of earlier tokens (same samples, much faster)
 
 

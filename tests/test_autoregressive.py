@@ -140,6 +140,43 @@ def test_pixelcnn_row_cached_sampling_gives_exactly_the_full_network_samples():
 
 
 @pytest.mark.parametrize("make", [pixelcnn, transformer], ids=["pixelcnn", "transformer"])
+def test_guided_sampling_mixes_the_conditional_and_null_logits_of_each_prefix(make):
+    """cfg_scale s draws every sub-pixel from l(. | null) + s (l(. | y) - l(. | null)) of the full network on
+    the prefix drawn so far (greedy here, so the reference is exact); the caches give the same samples."""
+    shape, s, labels = (1, 3, 3), 3.0, torch.tensor([1, 7])
+    model = make(shape=shape, class_cond=True)
+    for p in model.parameters():  # large logits: the label matters
+        p.data.mul_(3.0)
+    null = torch.full_like(labels, 10)
+    x = torch.zeros(2, *shape)
+    for i in range(math.prod(shape)):  # raster order, one channel
+        r, c = divmod(i, shape[2])
+        if make is pixelcnn:
+            l_c, l_u = model(x, labels)[:, 0, :, r, c], model(x, null)[:, 0, :, r, c]
+        else:
+            tokens = model.to_tokens(x)[:, :i]
+            l_c, l_u = model(tokens, labels)[:, -1], model(tokens, null)[:, -1]
+        x[:, 0, r, c] = (l_u + s * (l_c - l_u)).argmax(-1).float() / 127.5 - 1
+    cache = "cache" if make is pixelcnn else "kv_cache"
+    for cached in (True, False):
+        got = model.sample(2, labels=labels, temperature=0.0, cfg_scale=s, **{cache: cached})
+        torch.testing.assert_close(got, x, atol=1e-6, rtol=0)
+    assert not torch.equal(got, model.sample(2, labels=labels, temperature=0.0)), "guidance must change the draw"
+    assert model.network_evaluations(cfg_scale=s) == 2 * model.network_evaluations()
+
+
+@pytest.mark.parametrize("make", [pixelcnn, transformer], ids=["pixelcnn", "transformer"])
+def test_training_drops_labels_to_the_null_label(make):
+    model = make(class_cond=True, p_uncond=0.5)
+    torch.manual_seed(0)
+    y = model.dropped_labels(torch.arange(1000) % 10, 1000)
+    assert 0.4 < (y == 10).float().mean() < 0.6 and torch.equal(y[y < 10], (torch.arange(1000) % 10)[y < 10])
+    assert torch.equal(make(class_cond=True, p_uncond=0.0).dropped_labels(torch.arange(8), 8), torch.arange(8))
+    batch = Batch(images(4), torch.arange(4))
+    assert torch.equal(model.log_likelihood(batch), model.log_likelihood(batch)), "the likelihood never drops labels"
+
+
+@pytest.mark.parametrize("make", [pixelcnn, transformer], ids=["pixelcnn", "transformer"])
 def test_greedy_sampling_is_the_top_1_and_temperature_sharpens(make):
     model = make(shape=(1, 4, 4))
     for p in model.parameters():  # a confident model: large logits
