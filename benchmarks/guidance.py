@@ -36,6 +36,7 @@ def main():
     p.add_argument("--entries", help="comma-separated entries (default: every entry of the report)")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--values", help="override every knob's values, e.g. 1,1.5,2")
+    p.add_argument("--set", nargs="*", default=[], help="sampler items after the entry's own, e.g. steps=10")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--out", help="also append the JSON lines to this file")
@@ -58,10 +59,10 @@ def main():
         for value in values:
             t0 = time.perf_counter()
             res = evaluate_run(run, n=a.n, metrics=("fd", "acc"), seed=a.seed, batch_size=a.batch_size,
-                               sampler_overrides=[*last.sampler, f"{knob}={value:g}"])
+                               sampler_overrides=[*last.sampler, *a.set, f"{knob}={value:g}"])
             m = res["metrics"]
             row = {"entry": name, "family": last.family, "knob": f"sampler.{knob}", "value": value,
-                   "sampler": list(last.sampler), "n": a.n, "step": res["step"],
+                   "sampler": [*last.sampler, *a.set], "n": a.n, "step": res["step"],
                    "fd": m["fd"]["value"], "acc": m["label_accuracy"]["value"], "seconds": round(time.perf_counter() - t0, 1)}
             print(json.dumps(row), flush=True)
             if a.out:

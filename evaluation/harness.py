@@ -226,10 +226,11 @@ def test_bits_per_dim(model, data_cfg, n: int, batch_size: int = 500, device="cp
 
 def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "pr", "is", "bpd"), seed: int = 0,
                  n_ref: int = 10000, ref_split: str = "train", ema: bool = True, best: bool = False,
-                 sampler_overrides=(),
+                 sampler_overrides=(), n_bpd: int | None = None,
                  batch_size: int = 256, device="cpu", fid_weights: str | None = None, download: bool = False,
                  progress: bool = False) -> dict:
-    """Sample `n` images from a run (EMA weights by default), score them, and record cost and protocol."""
+    """Sample `n` images from a run (EMA weights by default), score them, and record cost and protocol; bits/dim
+    on the first `n_bpd` test images (default n)."""
     from genzoo.config import apply_overrides
     from genzoo.runs import open_run
 
@@ -251,9 +252,9 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
                                       progress=progress, protocol=protocol) if image_metrics else {}}
     kind = run.model.likelihood
     if "bpd" in metrics and kind is not None:
-        bpd = test_bits_per_dim(run.model, run.config.data, n, device=device)
+        bpd = test_bits_per_dim(run.model, run.config.data, n_bpd or n, device=device)
         out["metrics"]["bpd"] = {"value": bpd, "protocol": {
-            "metric": f"bits/dim ({kind})", "reference": f"{run.config.data.dataset}/test", "n_reference": n,
+            "metric": f"bits/dim ({kind})", "reference": f"{run.config.data.dataset}/test", "n_reference": n_bpd or n,
             **protocol, "comparable_to_literature": False}}
     nfe = run.model.network_evaluations(**knobs)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device != "cpu" and torch.cuda.is_available()

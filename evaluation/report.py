@@ -142,7 +142,7 @@ def results_document(entries: list[dict], *, protocol, budget, preset: str | Non
         "created": now(), "command": command,
         "budget": None if budget is None else {**asdict(budget), "description": budget.describe()},
         "protocol": {**asdict(protocol), "metrics": metrics, "device": protocol.resolved_device(), "weights": "ema",
-                     "reference": f"{dataset}/{protocol.ref_split}", "bits_per_dim": f"first n={protocol.n} images of "
+                     "reference": f"{dataset}/{protocol.ref_split}", "bits_per_dim": f"first n={min(protocol.n_bpd, protocol.n)} images of "
                      f"{dataset}/test through the model's log_likelihood, exact or a bound as the family declares"},
         "cost_protocol": COST_PROTOCOL, "machine": machine_info(protocol.resolved_device()),
         "sessions": sessions, "entries": entries, "anchors": ANCHORS,

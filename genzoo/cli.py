@@ -133,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
                                       "(default: fd,kid,pr,is[,bpd] where a domain classifier exists, else fid,kid,pr)")
     ev.add_argument("--n", type=EVAL_N, default=5000, help="samples to generate from a run (default 5000)")
     ev.add_argument("--n-ref", type=EVAL_N, default=10000, help="reference images (default 10000)")
+    ev.add_argument("--bpd-n", type=EVAL_N, help="test images for bits/dim (default: --n)")
     ev.add_argument("--ref-split", default="train", choices=("train", "test"))
     ev.add_argument("--seed", type=SEED, default=0)
     ev.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="sampler knobs, e.g. sampler.temperature=0.8")
@@ -172,11 +173,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _report_args(p: argparse.ArgumentParser) -> None:
     """The evaluation protocol of compare / report (the same for every entry)."""
-    p.add_argument("--eval-n", type=EVAL_N, default=2000, help="samples per entry, and test images for bits/dim "
-                                                            "(default 2000)")
+    p.add_argument("--eval-n", type=EVAL_N, default=2000, help="samples per entry (default 2000)")
     p.add_argument("--metrics", help=f"comma-separated from {','.join(METRIC_NAMES)} (default: fd,kid,pr,is,bpd "
                                      "where a domain classifier exists, else fid,kid,pr,bpd)")
     p.add_argument("--n-ref", type=EVAL_N, default=10000, help="reference images (default 10000)")
+    p.add_argument("--bpd-n", type=EVAL_N, default=250, help="test images for bits/dim (default 250, at most --eval-n)")
     p.add_argument("--ref-split", default="train", choices=("train", "test"))
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--grid-n", type=COUNT, default=100, help="samples in each entry's grid (default 100)")
@@ -302,7 +303,7 @@ def cmd_eval(args) -> None:
         dataset = load_config_json(cfg_path.read_text()).data.dataset if cfg_path.is_file() else None
         default = "fd,kid,pr,is,bpd" if dataset in EXTRACTORS else "fid,kid,pr,bpd"
         result = evaluate_run(args.run_dir, n=args.n, metrics=args.metrics or default, ema=not args.raw, best=args.best,
-                              sampler_overrides=args.set, batch_size=args.batch_size, **common)
+                              sampler_overrides=args.set, n_bpd=args.bpd_n, batch_size=args.batch_size, **common)
     elif args.samples:
         images, labels = _load_npz(args.samples)
         reference = _load_npz(args.reference)[0] if args.reference else None
@@ -332,7 +333,7 @@ def _protocol(args):
     if args.eval_n < 2 or args.grid_n < 1:
         raise ConfigError("--eval-n must be at least 2 and --grid-n at least 1")
     return Protocol(n=args.eval_n, metrics=parse_metrics(args.metrics) if args.metrics else (), n_ref=args.n_ref,
-                    ref_split=args.ref_split, seed=args.seed, grid_n=args.grid_n, sampler_steps=steps,
+                    n_bpd=args.bpd_n, ref_split=args.ref_split, seed=args.seed, grid_n=args.grid_n, sampler_steps=steps,
                     batch_size=args.batch_size, device=args.device, fid_weights=args.fid_weights,
                     download=args.download)
 

@@ -24,7 +24,7 @@ from genzoo.train import trainer
 
 REPORT_FILES = ("index.html", "report.md", "results.json", "samples.png", "quality_vs_time.png",
                 "quality_vs_sampling_cost.png", "speed.png")
-PROTOCOL = C.Protocol(n=120, n_ref=300, grid_n=20, device="cpu")
+PROTOCOL = C.Protocol(n=120, n_ref=300, n_bpd=50, grid_n=20, device="cpu")
 FD_ONLY = C.Protocol(n=60, n_ref=300, grid_n=10, metrics=("fd",), device="cpu")  # for tests about training
 
 
@@ -164,6 +164,7 @@ def test_results_json_carries_protocol_machine_and_costs(finished):
         assert stage["train_s"] > 0 and stage["train_img_per_s"] > 0 and e["eval"]["cost"]["sample_img_per_s"] > 0
     vae = doc["entries"][0]["eval"]["metrics"]
     assert "bound" in vae["bpd"]["protocol"]["metric"] and "bpd" not in doc["entries"][1]["eval"]["metrics"]
+    assert vae["bpd"]["protocol"]["n_reference"] == 50 and "first n=50 images" in doc["protocol"]["bits_per_dim"]
 
 
 def test_the_table_matches_genzoo_eval_of_the_same_run(finished, capsys):
