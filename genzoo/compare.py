@@ -76,18 +76,22 @@ DIFFUSION_SAMPLER = ("name=dpm++2m", "steps=20")
 
 # The comparison's entries, in report order; every family they name is registered in genzoo.registry.FAMILIES.
 # Each stage's comparison settings live here: `overrides` (the entry's own preset changes, applied after the
-# preset), `sampler` and `guidance`. Today's values are the quick presets as they are, without guidance.
+# preset), `sampler` and `guidance`. The guidance of each entry is the value of its family's knob with the
+# best FD on a 2.5-minute README run (benchmarks/guidance.py; the table is in docs/compare.md), raised where
+# that drew the requested digit for fewer than 80% of the samples; none where no value helped.
 ENTRIES: dict[str, tuple[Stage, ...]] = {
-    "vae": (Stage("vae"),),
-    "gan": (Stage("gan"),),  # class-conditional: a projection discriminator
-    "pixelcnn": (Stage("pixelcnn"),),
+    "vae": (Stage("vae", guidance=("temperature=0.5",)),),  # z ~ N(0, 0.5^2 I)
+    "gan": (Stage("gan", guidance=("truncation=0.5",)),),  # class-conditional: a projection discriminator
+    "pixelcnn": (Stage("pixelcnn", guidance=("cfg_scale=2",)),),
     "transformer": (Stage("transformer"),),
-    "vqvae": (Stage("vqvae", share=0.5), Stage("transformer", share=0.5, autoencoder_from=0,
-                                                     presets=(("quick", "prior"),))),  # + prior (a class token)
-    "ddpm": (Stage("ddpm", sampler=DIFFUSION_SAMPLER),),
+    "vqvae": (Stage("vqvae", share=0.5), Stage("transformer", share=0.5, autoencoder_from=0,  # + prior (a class token)
+                                               presets=(("quick", "prior"),), guidance=("cfg_scale=2",))),
+    "ddpm": (Stage("ddpm", sampler=DIFFUSION_SAMPLER, guidance=("cfg_scale=2",)),),
     "ldm": (Stage("vae", share=0.4, overrides=("model.latent_channels=4",)),  # a spatial 4x7x7 latent
-            Stage("ldm", share=0.6, autoencoder_from=0, sampler=DIFFUSION_SAMPLER)),  # diffusion in the VAE's latents
-    "dit": (Stage("dit", sampler=DIFFUSION_SAMPLER),),
+            Stage("ldm", share=0.6, autoencoder_from=0, sampler=DIFFUSION_SAMPLER,  # diffusion in the VAE's latents
+                  guidance=("cfg_scale=3",))),
+    "dit": (Stage("dit", sampler=DIFFUSION_SAMPLER, guidance=("cfg_scale=4",)),),
+    "flow": (Stage("flow", guidance=("cfg_scale=2",)),),
 }
 
 SESSIONS = "sessions.jsonl"  # in REPORT_DIR/runs: one line per completed compare command (time split, command)
@@ -475,7 +479,8 @@ def evaluate_entry(name: str, stages: list[dict], protocol: Protocol, *, sampler
     t0 = time.time()
     knobs = list(sampler) + list(guidance)
     result, cached = evaluate_cached(last, protocol, dataset, sampler_overrides=knobs, progress=progress)
-    unguided = evaluate_cached(last, protocol, dataset, sampler_overrides=list(sampler),
+    sample_metrics = tuple(m for m in protocol.metrics_for(dataset) if m != "bpd")  # bits/dim ignores the sampler
+    unguided = evaluate_cached(last, protocol, dataset, sampler_overrides=list(sampler), metrics=sample_metrics,
                                progress=progress)[0] if guidance else None
     sweep = []
     if protocol.sampler_steps and "steps" in stages[-1]["config"]["sampler"]:

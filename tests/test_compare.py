@@ -169,8 +169,9 @@ def test_results_json_carries_protocol_machine_and_costs(finished):
 
 def test_the_table_matches_genzoo_eval_of_the_same_run(finished, capsys):
     out, doc = finished
+    knobs = [f"sampler.{k}" for k in C.ENTRIES["gan"][-1].sampler + C.ENTRIES["gan"][-1].guidance]
     assert main(["eval", str(out / "runs" / "gan" / "gan"), "--n", "120", "--n-ref", "300", "--device", "cpu",
-                 "--no-progress"]) == 0
+                 "--no-progress", *(["--set", *knobs] if knobs else [])]) == 0
     direct = json.loads(capsys.readouterr().out)["metrics"]
     ours = doc["entries"][1]["eval"]["metrics"]
     for k in ("fd", "kid", "precision", "recall", "class_score"):
@@ -390,12 +391,14 @@ def test_protocol_sampler_and_guidance_with_the_unguided_row_kept(tmp_path, monk
     the protocol); the unguided evaluation stays in results.json, and a NAME:STEPS sweep item scores DDIM-50."""
     monkeypatch.setitem(C.ENTRIES, "ddpm", (C.Stage("ddpm", sampler=("name=dpm++2m", "steps=4"),
                                                     guidance=("cfg_scale=2",)),))
-    doc = run_compare(tmp_path, ["ddpm"], steps=4, protocol=C.Protocol(n=30, n_ref=300, grid_n=10, metrics=("fd",),
-                                                                        sampler_steps=("ddim:6",), device="cpu"))
+    doc = run_compare(tmp_path, ["ddpm"], steps=4, protocol=C.Protocol(n=30, n_ref=300, n_bpd=10, grid_n=10,
+                                                                        metrics=("fd", "bpd"), sampler_steps=("ddim:6",),
+                                                                        device="cpu"))
     (e,) = doc["entries"]
     knobs = e["eval"]["metrics"]["fd"]["protocol"]["sampler"]
     assert (knobs["name"], knobs["steps"], knobs["cfg_scale"]) == ("dpm++2m", 4, 2.0)
     assert e["unguided"]["metrics"]["fd"]["protocol"]["sampler"]["cfg_scale"] == 1.0
+    assert "bpd" in e["eval"]["metrics"] and "bpd" not in e["unguided"]["metrics"], "bits/dim ignores the sampler"
     assert e["eval"]["cost"]["network_evaluations_per_sample"] == 2 * e["unguided"]["cost"][
         "network_evaluations_per_sample"] == 2 * 4, "guided: two passes per step"
     ((sweep),) = e["sweep"]
