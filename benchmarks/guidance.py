@@ -1,6 +1,7 @@
 """Guidance against requested-class accuracy and FD, for every entry of a finished comparison.
 
-    python benchmarks/guidance.py reports/mnist --n 1000 --out benchmarks/results/guidance_mnist_cpu.json
+    python benchmarks/guidance.py reports/mnist --n 1000 --out benchmarks/results/guidance_mnist_cpu.jsonl
+    python benchmarks/guidance.py --table benchmarks/results/guidance_mnist_cpu.jsonl   # docs/compare.md's table
 
 Each family has one knob that trades diversity for fidelity: classifier-free guidance (`sampler.cfg_scale`)
 for the diffusion, flow and autoregressive families and the VQ-VAE's prior, the latent temperature for the
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -30,7 +32,29 @@ KNOBS = {  # family of the generating stage -> (sampler knob, values; the first 
 }
 
 
+def table(path: str) -> str:
+    """The markdown table of a file of this script's JSON lines: one row per entry, its knob's values in order
+    of strength (a sampler other than the entry's first row's is named)."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    out = ["| entry | knob | value: FD-lenet ↓ / requested class ↑ (n = 500) |", "|---|---|---|"]
+    for entry in dict.fromkeys(r["entry"] for r in rows):
+        mine = [r for r in rows if r["entry"] == entry]
+        sign = 1 if mine[0]["knob"] == "sampler.cfg_scale" else -1  # guidance grows with cfg_scale, not temperature
+        base = dict(x.split("=") for x in mine[0]["sampler"])
+        cells = []
+        for r in sorted(mine, key=lambda r: sign * r["value"]):
+            sampler = dict(x.split("=") for x in r["sampler"])
+            note = "" if sampler == base else " (" + ", ".join(f"{k}={v}" for k, v in sampler.items()
+                                                               if base.get(k) != v) + ")"
+            cells.append(f"{r['value']:g}{note}: {r['fd']:.0f} / {100 * r['acc']:.0f}%")
+        out.append(f"| {entry} | `{mine[0]['knob']}` | {', '.join(cells)} |")
+    return "\n".join(out)
+
+
 def main():
+    if sys.argv[1:2] == ["--table"]:
+        print(table(sys.argv[2]))
+        return
     p = argparse.ArgumentParser()
     p.add_argument("report", help="a `genzoo compare` report directory (its runs/ are used)")
     p.add_argument("--entries", help="comma-separated entries (default: every entry of the report)")

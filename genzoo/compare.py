@@ -76,9 +76,9 @@ DIFFUSION_SAMPLER = ("name=dpm++2m", "steps=20")
 
 # The comparison's entries, in report order; every family they name is registered in genzoo.registry.FAMILIES.
 # Each stage's comparison settings live here: `overrides` (the entry's own preset changes, applied after the
-# preset), `sampler` and `guidance`. The guidance of each entry is the value of its family's knob with the
-# best FD on a 2.5-minute README run (benchmarks/guidance.py; the table is in docs/compare.md), raised where
-# that drew the requested digit for fewer than 80% of the samples; none where no value helped.
+# preset), `sampler` and `guidance`. Each entry's guidance was picked from a sweep of its family's knob on a
+# 2.5-minute README run (benchmarks/guidance.py; the table and the rule are in docs/compare.md): the best FD,
+# stronger where that drew the requested digit too rarely, none where no value helped.
 ENTRIES: dict[str, tuple[Stage, ...]] = {
     "vae": (Stage("vae", guidance=("temperature=0.5",)),),  # z ~ N(0, 0.5^2 I)
     "gan": (Stage("gan", guidance=("truncation=0.5",)),),  # class-conditional: a projection discriminator
