@@ -139,6 +139,7 @@ ARGUMENT_CASES = [
     *[["sample", "{run}", "--n", "2", "--out", v] for v in ("{tmp}/grid.jpg", "{tmp}/noext", "{tmp}", "{file}.png/x.png")],
     *[["eval", "{run}", "--n", v, "--metrics", "fd"] for v in ("0", "1", "-3", "x")],
     *[["eval", "{run}", "--n-ref", v] for v in ("0", "x")],
+    *[["eval", "{run}", "--n", "4", "--bpd-n", v] for v in ("0", "-1", "x")],
     *[["eval", "{run}", "--n", "4", "--metrics", v] for v in ("", "fdd", "fd,,x")],
     *[["eval", "{run}", "--out", v] for v in ("{tmp}/e.txt", "{tmp}")],
     ["eval", "--samples", "{file}.npz", "--dataset", "synthetic"],
@@ -147,6 +148,7 @@ ARGUMENT_CASES = [
       for v in ("0", "-1", "nan", "inf", "x")],
     *[["compare", "--dataset", "synthetic", "--steps", v, "--out", "{tmp}/c"] for v in ("0", "-5", "x")],
     *[["compare", "--dataset", "synthetic", "--eval-n", v, "--out", "{tmp}/c"] for v in ("0", "1", "x")],
+    *[["compare", "--dataset", "synthetic", "--bpd-n", v, "--out", "{tmp}/c"] for v in ("0", "x")],
     ["compare", "--dataset", "synthetic", "--families", "vea", "--out", "{tmp}/c"],
     ["compare", "--dataset", "synthetic", "--steps", "2", "--out", "{file}.png"],
     *[["train", "vae", "--dataset", "synthetic", "--preset", "tiny", v, w, "--out", "{tmp}/t"]
