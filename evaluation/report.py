@@ -176,6 +176,16 @@ def sampler_text(e: dict) -> str:
     return text + (f" (unguided: {fmt(unguided['value'])})" if unguided else "")
 
 
+def guidance_text(e: dict) -> str:
+    """The entry's guidance, and the FD and requested-class accuracy of its unguided evaluation."""
+    if not e.get("guidance"):
+        return "–"
+    u = e.get("unguided") or {"metrics": {}}
+    main, acc = primary_metric({"eval": u}), u["metrics"].get("label_accuracy")
+    return " ".join(e["guidance"]) + (f" (unguided {fmt(main['value'])}" + (
+        f" / {percent(acc['value'])}" if acc else "") + ")" if main else "")
+
+
 def stages_text(e: dict) -> str:
     if not e["two_stage"]:
         return e["families"][0]
@@ -212,8 +222,9 @@ def results_table(doc: dict) -> tuple[list[str], list[list[str]]]:
     has = {k: any(k in e["eval"]["metrics"] for e in entries) for k in ("fd", "fid", "label_accuracy")}
     names = {k: next((e["eval"]["metrics"][k]["protocol"]["metric"] for e in entries if k in e["eval"]["metrics"]),
                      k.upper()) for k in ("fd", "fid", "kid")}
+    guided = any(e.get("guidance") for e in entries)
     header = ["entry", "stages"] + [f"{names[k]} ↓" for k in ("fd", "fid") if has[k]] + (
-        ["requested class ↑"] if has["label_accuracy"] else []) + [
+        ["requested class ↑"] if has["label_accuracy"] else []) + (["guidance (unguided)"] if guided else []) + [
         f"{names['kid']} ↓", "precision", "recall", "bits/dim ↓", "class score", "parameters", "train min",
         "budget used", "images seen", "train img/s", "sample img/s", "NFE/sample"]
     rows = []
@@ -225,7 +236,7 @@ def results_table(doc: dict) -> tuple[list[str], list[list[str]]]:
             f"{fmt(r, 3)} ({s['family']})" for r, s in zip(rates, e["stages"]))
         accuracy = [percent(m["label_accuracy"]["value"] if "label_accuracy" in m else None)]
         rows.append([e["name"], stages_text(e)] + [get(k) for k in ("fd", "fid") if has[k]] + (
-            accuracy if has["label_accuracy"] else []) + [
+            accuracy if has["label_accuracy"] else []) + ([guidance_text(e)] if guided else []) + [
             get("kid"), get("precision"), get("recall"), bpd_text(e), get("class_score"), fmt(c["parameters"]),
             fmt(e["train_s"] / 60, 3), percent(budget_used(e)), fmt(e["images_seen"]), train_rate,
             fmt(c["sample_img_per_s"], 3), fmt(c["network_evaluations_per_sample"])])

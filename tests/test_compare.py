@@ -18,6 +18,7 @@ from genzoo.cli import main
 from genzoo.contract import GenerativeModel
 from genzoo.errors import ConfigError
 from genzoo.evaluation import harness
+from genzoo.evaluation.report import fmt, results_table
 from genzoo.registry import FAMILIES, Family
 from genzoo.train import checkpoint as ckpt
 from genzoo.train import trainer
@@ -407,3 +408,6 @@ def test_protocol_sampler_and_guidance_with_the_unguided_row_kept(tmp_path, monk
     run_cfg = json.loads((tmp_path / "runs" / "ddpm" / "ddpm" / ckpt.CONFIG).read_text())
     assert run_cfg["sampler"]["name"] == "dpm++2m", "the in-loop FD samples with the protocol sampler too"
     assert "`sampler.cfg_scale=2` (unguided:" in (tmp_path / "report.md").read_text()
+    header, (row,) = results_table(doc)
+    fd = e["unguided"]["metrics"]["fd"]["value"]
+    assert row[header.index("guidance (unguided)")] == f"cfg_scale=2 (unguided {fmt(fd)})", "the table shows both"
