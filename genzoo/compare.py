@@ -549,8 +549,9 @@ def compare(*, dataset: str = "mnist", families: list[str] | None = None, preset
     for entry in entries:
         stages = [stage_record(s, c, d) for s, c, d in zip(entry.stages, entry.configs, entry.dirs)]
         last = entry.stages[-1]
+        guidance = tuple(g for g in last.guidance if conditional or not g.startswith("cfg_scale="))  # needs labels
         r, grids[entry.name] = evaluate_entry(entry.name, stages, protocol, sampler=last.sampler,
-                                              guidance=last.guidance, progress=progress)
+                                              guidance=guidance, progress=progress)
         results.append(r)
     eval_s = time.time() - t_eval
     session = {"created": report.now(), "command": command, "train_s": train_s, "eval_s": eval_s,

@@ -354,11 +354,14 @@ def test_every_entry_draws_an_in_loop_curve_off_its_budget_and_shows_the_budget_
 
 def test_unconditional_comparison_and_no_mixing_of_the_two(tmp_path, capsys):
     out = tmp_path / "report"
-    args = ["compare", "--dataset", "digits", "--families", "vae", "--preset", "tiny", "--steps", "4", "--out",
+    args = ["compare", "--dataset", "digits", "--families", "vae,pixelcnn", "--preset", "tiny", "--steps", "4", "--out",
             str(out), "--eval-n", "60", "--n-ref", "300", "--grid-n", "10", "--device", "cpu", "--no-progress"]
     assert main(args + ["--unconditional"]) == 0
     doc = json.loads((out / "results.json").read_text())
     assert doc["conditioning"] == "unconditional" and not doc["entries"][0]["class_cond"]
+    assert any(g.startswith("cfg_scale=") for g in C.ENTRIES["pixelcnn"][-1].guidance)
+    assert [e["guidance"] for e in doc["entries"]] == [list(C.ENTRIES["vae"][-1].guidance), []], \
+        "the VAE's temperature stays; cfg_scale needs labels to guide by"
     assert "label_accuracy" not in doc["entries"][0]["eval"]["metrics"]
     assert "every entry is unconditional" in (out / "report.md").read_text()
     capsys.readouterr()
