@@ -16,8 +16,9 @@ Morpho-MNIST measures (Castro et al. 2019) without their skeletonisation:
     size       = height x width of the ink's bounding box, in pixels
     brightness = mean intensity of the ink         (clothing: a dark or a bright garment)
 
-Each measure is cut into three bins at fixed thresholds, the terciles of the training split (measured by
-`python -m genzoo.datasets.attributes mnist`), so each bin holds about a third of the real images;
+Each measure is cut into three bins at fixed thresholds, the terciles of the training split (`terciles`, measured by
+python -c "from genzoo.datasets import attributes, load; print(attributes.terciles('mnist', load('mnist').images))"),
+so each bin holds about a third of the real images;
 tests/test_captions.py checks that no bin holds under 15% of real training or test images.
 """
 
@@ -137,12 +138,3 @@ def terciles(dataset: str, images: torch.Tensor) -> dict[str, tuple[float, float
                                                                                            dtype=torch.float64)))
             for name, v in values(dataset, images).items()}
 
-
-if __name__ == "__main__":
-    import sys
-
-    from genzoo import datasets
-
-    name = sys.argv[1] if len(sys.argv) > 1 else "mnist"
-    data = datasets.load(name, "train")
-    print(terciles(name, data.images))

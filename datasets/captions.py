@@ -62,15 +62,18 @@ def caption(dataset: str, label: int, bins: dict[str, int], rng: random.Random) 
     return template.format(label=label_word, numeral=label, **words)
 
 
-def for_images(dataset: str, images: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> list[str]:
-    """A caption for each image (uint8 (N, 1, H, W) or float in [-1, 1]), deterministic in (seed, index)."""
+def for_images(dataset: str, images: torch.Tensor, labels: torch.Tensor, seed: int = 0,
+               index: torch.Tensor | None = None) -> list[str]:
+    """A caption for each image (uint8 (N, 1, H, W) or float in [-1, 1]), deterministic in (seed, index): the
+    images' indices in their split (default 0..N-1), so an image gets the same caption in any batch."""
     if dataset not in TEMPLATES:
         raise ConfigError(f"captions exist for {', '.join(TEMPLATES)}, not {dataset!r}")
     bins = attributes.measure(dataset, images)
     names = list(bins)
     table = torch.stack([bins[n] for n in names], 1).tolist()  # (N, attributes)
+    index = range(len(labels)) if index is None else index.tolist()
     return [caption(dataset, int(y), dict(zip(names, row)), random.Random(f"{seed}-{i}"))
-            for i, (y, row) in enumerate(zip(labels.tolist(), table))]
+            for i, y, row in zip(index, labels.tolist(), table)]
 
 
 # ----------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import logging
 import sys
 from pathlib import Path
 
+from genzoo.contract import Component
 from genzoo.errors import ConfigError, GenzooError, Interrupted
 from genzoo.evaluation.harness import METRICS as METRIC_NAMES
 
@@ -193,11 +194,14 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_list(args) -> None:
     from genzoo.datasets import DATASETS
-    from genzoo.registry import FAMILIES
+    from genzoo.registry import COMPONENTS, FAMILIES
 
     print("families:")
     for name, fam in FAMILIES.items():
         print(f"  {name:12s} {fam.description}  [presets: {', '.join(fam.presets)}]")
+    print("components (trained like a family, scored by `genzoo eval`, no samples):")
+    for name, comp in COMPONENTS.items():
+        print(f"  {name:12s} {comp.description}  [presets: {', '.join(comp.presets)}]")
     print("datasets:")
     for name, info in DATASETS.items():
         c, h, w = info.shape
@@ -250,6 +254,9 @@ def cmd_sample(args) -> None:
 
     out = _out_file(args.out or Path(args.run_dir) / "samples.png", (".png", ".npz"))
     run = open_run(args.run_dir, ema=not args.raw, device=args.device, best=args.best)
+    if isinstance(run.model, Component):
+        raise ConfigError(f"{args.run_dir} is a {run.config.family} run, a component that draws no samples; "
+                          f"score it with `genzoo eval {args.run_dir}`")
     if any(not item.startswith("sampler.") for item in args.set):
         raise ConfigError("genzoo sample takes only sampler.* overrides, e.g. --set sampler.temperature=0.8")
     apply_overrides(run.config, args.set)
@@ -296,14 +303,20 @@ def cmd_eval(args) -> None:
     if args.run_dir and (args.samples or args.reference):
         raise ConfigError("give either RUN_DIR or --samples, not both")
     if args.run_dir:
-        from genzoo.registry import load_config_json
+        from genzoo.evaluation.harness import evaluate_component
+        from genzoo.registry import COMPONENTS, load_config_json
         from genzoo.train.checkpoint import CONFIG
 
         cfg_path = Path(args.run_dir) / CONFIG
-        dataset = load_config_json(cfg_path.read_text()).data.dataset if cfg_path.is_file() else None
+        saved = load_config_json(cfg_path.read_text()) if cfg_path.is_file() else None
+        dataset = saved.data.dataset if saved else None
         default = "fd,kid,pr,is,bpd" if dataset in EXTRACTORS else "fid,kid,pr,bpd"
-        result = evaluate_run(args.run_dir, n=args.n, metrics=args.metrics or default, ema=not args.raw, best=args.best,
-                              sampler_overrides=args.set, n_bpd=args.bpd_n, batch_size=args.batch_size, **common)
+        if saved and saved.family in COMPONENTS:
+            result = evaluate_component(args.run_dir, n=args.n, ema=not args.raw, device=device)
+        else:
+            result = evaluate_run(args.run_dir, n=args.n, metrics=args.metrics or default, ema=not args.raw, best=args.best,
+                                  sampler_overrides=args.set, n_bpd=args.bpd_n, batch_size=args.batch_size,
+                                  **common)
     elif args.samples:
         images, labels = _load_npz(args.samples)
         reference = _load_npz(args.reference)[0] if args.reference else None

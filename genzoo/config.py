@@ -32,6 +32,7 @@ class DataConfig:
     image_size: Annotated[int, Range("[0, 1024]")] = 0  # 0 = the dataset's native size; else resized once in memory
     # 0 = native; 3 repeats a grey dataset (synthetic: generated channels)
     channels: Annotated[int, Range("[0, 4]")] = 0
+    captions: bool = False  # each batch also carries caption tokens (Batch.text; genzoo.datasets.captions)
 
 
 @dataclass

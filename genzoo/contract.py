@@ -22,12 +22,13 @@ class Batch:
     images: torch.Tensor  # (B, C, H, W) float in [-1, 1]
     labels: torch.Tensor | None  # (B,) int64, or None
     latents: torch.Tensor | None = None  # (B, c, h, w) cached first-stage latents of the images (latent families)
+    text: torch.Tensor | None = None  # (B, context) int64 caption tokens, with data.captions=true
 
     def to(self, device: torch.device, memory_format=torch.contiguous_format) -> "Batch":
         images = self.images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        labels = None if self.labels is None else self.labels.to(device, non_blocking=True)
-        latents = None if self.latents is None else self.latents.to(device, non_blocking=True)
-        return Batch(images, labels, latents)
+        labels, latents, text = (None if t is None else t.to(device, non_blocking=True)
+                                 for t in (self.labels, self.latents, self.text))
+        return Batch(images, labels, latents, text)
 
 
 class GenerativeModel(nn.Module):
@@ -108,6 +109,29 @@ class GenerativeModel(nn.Module):
             drop = torch.rand(y.shape, device=y.device) < self.cfg.p_uncond
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
         return y
+
+
+class Component(nn.Module):
+    """A trained part that is not a generative model (the zoo's CLIP text encoder; next, a noise-conditional
+    classifier for guidance). It trains through the same trainer, with the trainer's side of the contract
+    above (phases, num_classes, parameters_for, loss, and the capabilities uses_latents and
+    autoencoder_families), and it neither samples nor pretends to: the trainer draws no grids of it,
+    `genzoo sample` refuses it, and `genzoo eval` calls its own `evaluate(images, labels, dataset) -> dict`.
+    Components are registered in `genzoo.registry.COMPONENTS`, apart from the families."""
+
+    phases: ClassVar[tuple[str, ...]] = ("main",)
+    num_classes: int = 0
+    uses_latents: ClassVar[bool] = False
+    autoencoder_families: ClassVar[tuple[str, ...]] = ()
+
+    def parameters_for(self, phase: str) -> Iterable[nn.Parameter]:
+        return self.parameters()
+
+    def loss(self, batch: Batch, phase: str) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor, dataset: str) -> dict:
+        raise NotImplementedError
 
 
 def classes(cfg, num_classes: int) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 from genzoo.config import DataConfig, RunConfig, apply_dict, apply_overrides
 from genzoo.contract import MODULE_NAMES, OPTIONAL_MODULE_NAMES
 from genzoo.errors import ConfigError
-from genzoo.models import ddpm, dit, flow, gan, ldm, pixelcnn, transformer, vae, vqvae
+from genzoo.models import clip, ddpm, dit, flow, gan, ldm, pixelcnn, transformer, vae, vqvae
 from genzoo.rules import validate
 from genzoo.train.trainer import TrainConfig
 
@@ -61,10 +61,19 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+# Trained parts that are not generative models (genzoo.contract.Component): trained by `genzoo train NAME`,
+# scored by `genzoo eval`; compare, the family contract test and `genzoo sample` leave them out.
+COMPONENTS: dict[str, Family] = {
+    "clip": Family.from_module("clip", clip),
+}
+
+
 def get_family(name: str) -> Family:
-    if name not in FAMILIES:
-        raise ConfigError(f"unknown family {name!r}; choose from: {', '.join(FAMILIES)}")
-    return FAMILIES[name]
+    """A family or a component by name."""
+    if name not in FAMILIES and name not in COMPONENTS:
+        raise ConfigError(f"unknown family {name!r}; choose from: {', '.join(FAMILIES)} (or the components: "
+                          f"{', '.join(COMPONENTS)})")
+    return FAMILIES.get(name) or COMPONENTS[name]
 
 
 def resolve_config(family: str, *, dataset: str | None = None, preset: str = "quick",

@@ -114,5 +114,8 @@ def validate(cfg) -> None:
         raise ConfigError(f"train.batch_size={tc.batch_size} must be divisible by train.grad_accum={tc.grad_accum}")
     if tc.steps == 0 and tc.minutes == 0:
         raise ConfigError("set a budget: train.steps > 0 (--steps) or train.minutes > 0 (--minutes)")
+    from genzoo.datasets.captions import TEMPLATES
+    if cfg.data.captions and cfg.data.dataset not in TEMPLATES:
+        raise ConfigError(f"data.captions=true: captions exist for {' and '.join(TEMPLATES)}, not {cfg.data.dataset!r}")
     if cfg.data.image_size and cfg.data.image_size < 8:
         raise ConfigError(f"data.image_size={cfg.data.image_size}: must be 0 (the dataset's own) or at least 8")

@@ -183,11 +183,11 @@ def family_of_run(run_dir: str | None, runs: dict[str, str], families) -> str | 
 
 def check_keys(family: str, items: list[str], preset: str = "quick") -> list[str]:
     from genzoo.errors import ConfigError
-    from genzoo.registry import FAMILIES, resolve_config
+    from genzoo.registry import COMPONENTS, FAMILIES, resolve_config
 
     if placeholder(family):
         return []
-    if family not in FAMILIES:
+    if family not in FAMILIES and family not in COMPONENTS:
         return [f"unknown family {family!r}"]
     try:
         resolve_config(family, preset=preset, overrides=items)

@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
-from genzoo.contract import Batch
+from genzoo.contract import Batch, GenerativeModel
 from genzoo.errors import ConfigError, Interrupted, TrainingError
 from genzoo.evaluation.grid import save_grid
 from genzoo.train import checkpoint as ckpt
@@ -232,6 +232,7 @@ class Parts:
     autocast: torch.autocast
     evaluator: object | None  # InLoopFD on the main rank with train.eval_every, else None
     grid_labels: torch.Tensor | None  # (n_grid,) labels of the sample grids of a class-conditional model
+    captions: object | None  # data.captions: dataset indices (B,) -> caption tokens (B, context), else None
 
     @property
     def tc(self) -> TrainConfig:
@@ -284,7 +285,9 @@ def setup(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
                               enabled=amp != "none")
     grid_labels = (torch.arange(tc.n_grid, device=device) % model.num_classes) if model.num_classes else None
     p = Parts(cfg, out, dist, device, amp, memory_format, data, order, latents, model, ema, optims, scaler,
-              phase_cfg, wrapped, loss_fn, autocast, in_loop_fd(cfg, dist, device), grid_labels)
+              phase_cfg, wrapped, loss_fn, autocast,
+              in_loop_fd(cfg, dist, device) if isinstance(model, GenerativeModel) else None, grid_labels,
+              caption_tokens(cfg, data))
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         ckpt.atomic_write_text(out / ckpt.CONFIG, cfg.to_json())
@@ -293,6 +296,18 @@ def setup(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
     s.session_start, s.next_fit = s.step, s.step + 2 * WARM_STEPS  # every session measures its own speed
     fit_horizon(p, s, stop_after)
     return p, s
+
+
+def caption_tokens(cfg, data):
+    """With data.captions: (B,) dataset indices -> (B, context) tokens of each image's caption, written from its
+    label and measured attributes and fixed per (train.seed, index) (genzoo.datasets.captions); else None."""
+    if not cfg.data.captions:
+        return None
+    from genzoo.datasets import captions
+
+    tokenizer = captions.Tokenizer()
+    return lambda idx: tokenizer.encode_batch(captions.for_images(
+        cfg.data.dataset, data.images[idx], data.labels[idx], seed=cfg.train.seed, index=idx))
 
 
 def open_run_dir(cfg, out: Path, resume: bool) -> tuple[dict | None, int | None]:
@@ -460,7 +475,8 @@ def micro_batch(p: Parts, k: int) -> Batch:
     """Micro-batch k of this rank's data order, on the device (with its cached latents)."""
     idx = p.order.indices(k)
     images, labels = p.data.batch(idx)
-    return Batch(images, labels, None if p.latents is None else p.latents[idx]).to(p.device, p.memory_format)
+    return Batch(images, labels, None if p.latents is None else p.latents[idx],
+                 None if p.captions is None else p.captions(idx)).to(p.device, p.memory_format)
 
 
 def forward_backward(p: Parts, batch: Batch, phase: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -598,8 +614,9 @@ def check_finite(p: Parts, s: TrainState) -> None:
 
 
 def grid(p: Parts, s: TrainState) -> None:
-    """A grid of EMA samples, the same noise every time (seeded by train.seed): samples/step_XXXXXXX.png."""
-    if p.dist.is_main:
+    """A grid of EMA samples, the same noise every time (seeded by train.seed): samples/step_XXXXXXX.png.
+    A component (not a GenerativeModel) has none."""
+    if p.dist.is_main and isinstance(p.model, GenerativeModel):
         g = torch.Generator(p.device).manual_seed(p.tc.seed)
         x = p.ema.module.sample(p.tc.n_grid, labels=p.grid_labels, generator=g, **vars(p.cfg.sampler))
         save_grid(x, p.out / "samples" / f"step_{s.step:07d}.png",
