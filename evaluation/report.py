@@ -196,7 +196,8 @@ def bpd_text(e: dict) -> str:
     b = e["eval"]["metrics"].get("bpd")
     if b is None:
         return "–"
-    kind = "exact" if "exact" in b["protocol"]["metric"] else "bound"
+    metric = b["protocol"]["metric"]  # "bits/dim (<the family's likelihood>)": exact, a bound, or an ODE estimate
+    kind = next((k for k in ("exact", "bound", "estimate") if k in metric), "bound")
     return f"{fmt(b['value'])} ({kind})"
 
 

@@ -414,3 +414,12 @@ def test_protocol_sampler_and_guidance_with_the_unguided_row_kept(tmp_path, monk
     header, (row,) = results_table(doc)
     fd = e["unguided"]["metrics"]["fd"]["value"]
     assert row[header.index("guidance (unguided)")] == f"cfg_scale=2 (unguided {fmt(fd)})", "the table shows both"
+
+
+def test_the_bits_per_dim_column_says_exact_bound_or_estimate():
+    from genzoo.evaluation.report import bpd_text
+
+    def entry(kind):
+        return {"eval": {"metrics": {"bpd": {"value": 1.5, "protocol": {"metric": f"bits/dim ({kind})"}}}}}
+    assert [bpd_text(entry(FAMILIES[f].model.likelihood)) for f in ("pixelcnn", "vae", "ddpm", "flow")] == [
+        "1.5 (exact)", "1.5 (bound)", "1.5 (bound)", "1.5 (estimate)"]
