@@ -182,9 +182,10 @@ PRESETS = {
              "data": {"captions": True},
              "train": {"steps": 20, "batch_size": 32, "lr": 2e-3, "warmup_steps": 5, "ema_decay": 0.9,
                        "log_every": 5, "sample_every": 0, "ckpt_every": 10, "eval_every": 0}},
-    # MNIST on 2 CPU cores in minutes: large batches, since each image's negatives are the batch
+    # MNIST on 2 CPU cores in about 5 minutes (docs/text.md): large batches, since each image's negatives are
+    # the rest of its batch
     "quick": {"data": {"captions": True},
-              "train": {"steps": 1500, "batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "ema_decay": 0.99,
+              "train": {"steps": 1000, "batch_size": 128, "lr": 2e-3, "warmup_steps": 100, "ema_decay": 0.99,
                         "weight_decay": 0.1, "log_every": 50, "sample_every": 0, "ckpt_every": 500,
                         "eval_every": 0}},
     # one GPU
