@@ -136,3 +136,10 @@ class Tokenizer:
     def decode(self, ids: torch.Tensor) -> str:
         words = [self.vocab[i] for i in ids.tolist() if i not in (self.pad, self.bos, self.eos)]
         return " ".join(words).replace(" ,", ",")
+
+
+def token_fn(dataset: str, data, seed: int, context: int = 16):
+    """For a training split `data` (ImageData): dataset indices (B,) -> (B, context) tokens of those images'
+    captions, each fixed per (seed, index). The trainer's batches carry them with data.captions=true."""
+    tokenizer = Tokenizer(context)
+    return lambda idx: tokenizer.encode_batch(for_images(dataset, data.images[idx], data.labels[idx], seed, idx))

@@ -269,14 +269,16 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
 @torch.no_grad()
 @torch.no_grad()
 def evaluate_component(run_dir: str | Path, *, n: int = 5000, ema: bool = True, device="cpu") -> dict:
-    """A component's own evaluation (`Component.evaluate`) on the first n test images of its dataset."""
+    """A component's scores (`scores` below) on the first n test images of its dataset."""
     from genzoo import datasets
+    from genzoo.evaluation import text
     from genzoo.runs import open_run
 
+    scores = {"clip": text.clip_scores}  # component -> its scores (images, labels, dataset) -> dict
     run = open_run(run_dir, ema=ema, device=device)
     test = datasets.load_from_config(run.config.data, "test")
     n = min(n, len(test))
-    metrics = run.model.evaluate(test.images[:n], test.labels[:n], run.config.data.dataset)
+    metrics = scores[run.config.family](run.model, test.images[:n], test.labels[:n], run.config.data.dataset)
     return {"run": str(run_dir), "component": run.config.family, "dataset": run.config.data.dataset,
             "step": run.step, "weights": "ema" if ema else "raw", "metrics": metrics,
             "protocol": f"first n={n} images of {run.config.data.dataset}/test; captions seed 0"}

@@ -116,7 +116,7 @@ class Component(nn.Module):
     classifier for guidance). It trains through the same trainer, with the trainer's side of the contract
     above (phases, num_classes, parameters_for, loss, and the capabilities uses_latents and
     autoencoder_families), and it neither samples nor pretends to: the trainer draws no grids of it,
-    `genzoo sample` refuses it, and `genzoo eval` calls its own `evaluate(images, labels, dataset) -> dict`.
+    `genzoo sample` refuses it, and `genzoo eval` scores it (`evaluation.harness.evaluate_component`).
     Components are registered in `genzoo.registry.COMPONENTS`, apart from the families."""
 
     phases: ClassVar[tuple[str, ...]] = ("main",)
@@ -128,9 +128,6 @@ class Component(nn.Module):
         return self.parameters()
 
     def loss(self, batch: Batch, phase: str) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
-
-    def evaluate(self, images: torch.Tensor, labels: torch.Tensor, dataset: str) -> dict:
         raise NotImplementedError
 
 

@@ -19,10 +19,8 @@ transformer over the tokens (the pixel transformer's block, GPT-2 style), whose 
 the pooled text feature, as in CLIP; the per-token outputs are the text token embeddings that cross-attention
 will read. `embed_images`, `embed_text`, `text_tokens` and `image_patches` are the component's public face.
 
-Evaluation (`evaluate`): zero-shot classification of the test split from prompts alone (an ensemble of the
-caption templates' label-only prompts, "a 7", "the number seven", ...), text-to-image retrieval recall@1 and
-@5 over the test captions, and attribute accuracy from prompts: each image's thickness and slant read as the
-best of "something {thickness} and {slant}" over all nine pairs, against the measured bins.
+Its evaluation (zero-shot accuracy, retrieval, attribute accuracy from prompts) is in
+`genzoo.evaluation.text`, run by `genzoo eval`.
 """
 
 from __future__ import annotations
@@ -36,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genzoo.contract import Component
-from genzoo.datasets import attributes, captions
+from genzoo.datasets import captions
 from genzoo.errors import ConfigError
 from genzoo.models.layers import conv_encoder, halvings
 from genzoo.models.transformer import Block
@@ -111,47 +109,6 @@ class CLIP(Component):
         z_img, z_txt = self.embed_images(batch.images), self.embed_text(batch.text)  # (B, E) each
         loss, accuracy = contrastive_loss(z_img, z_txt, self.logit_scale())
         return {"loss": loss, "batch_acc": accuracy.detach(), "logit_scale": self.logit_scale().detach()}
-
-    @torch.no_grad()
-    def evaluate(self, images: torch.Tensor, labels: torch.Tensor, dataset: str, batch_size: int = 500) -> dict:
-        """Zero-shot accuracy, text-to-image recall@1/@5 and attribute accuracy from prompts, on uint8 images."""
-        device = self.tau.device
-        x = torch.cat([self.embed_images(images[i:i + batch_size].to(device).float() / 127.5 - 1)
-                       for i in range(0, len(images), batch_size)])  # (N, E)
-        out = {"zero_shot_accuracy": zero_shot(self, x, labels.to(device), dataset)}
-        caps = captions.for_images(dataset, images, labels, seed=0)
-        keep = torch.tensor([c != "" for c in caps])  # the empty caption names no image
-        z_txt = torch.cat([self.embed_prompts([c for c, k in zip(caps[i:i + batch_size], keep[i:i + batch_size]) if k])
-                           for i in range(0, len(caps), batch_size)])  # (N', E)
-        rank = (z_txt @ x.T).argsort(1, descending=True)  # (N', N): images by similarity to each caption
-        own = torch.arange(len(caps), device=device)[keep.to(device)][:, None]
-        for k in (1, 5):
-            out[f"recall@{k}"] = (rank[:, :k] == own).any(1).float().mean().item()
-        out.update(attribute_accuracy(self, x, images, dataset))
-        out["n"] = len(images)
-        return out
-
-
-def zero_shot(model: CLIP, z_img: torch.Tensor, labels: torch.Tensor, dataset: str) -> float:
-    """Share of images whose closest class prompt (the mean of the label-only prompts) is their label."""
-    names = captions.DIGITS if dataset == "mnist" else captions.CLOTHES
-    prompts = [[f"a {n}", f"the number {n}", f"a {k}"] if dataset == "mnist" else [f"a {n}", n]
-               for k, n in enumerate(names)]
-    classes = F.normalize(torch.stack([model.embed_prompts(p).mean(0) for p in prompts]), dim=-1)  # (K, E)
-    return ((z_img @ classes.T).argmax(1) == labels).float().mean().item()
-
-
-def attribute_accuracy(model: CLIP, z_img: torch.Tensor, images: torch.Tensor, dataset: str) -> dict[str, float]:
-    """Each attribute read from prompts "something {a} and {b}" over all bin pairs (the other attribute
-    marginalised by logsumexp), against the bins measured on the images."""
-    names = list(attributes.NAMES[dataset])[:2]  # digits: thickness, slant; clothing: brightness, size
-    measured = attributes.measure(dataset, images)
-    pairs = [(i, j) for i in range(3) for j in range(3)]
-    prompts = [f"something {captions.SYNONYMS[names[0]][i][0]} and {captions.SYNONYMS[names[1]][j][0]}"
-               for i, j in pairs]
-    scores = (z_img @ model.embed_prompts(prompts).T).view(-1, 3, 3)  # (N, bins of names[0], bins of names[1])
-    return {f"{names[0]}_accuracy": (scores.logsumexp(2).argmax(1).cpu() == measured[names[0]]).float().mean().item(),
-            f"{names[1]}_accuracy": (scores.logsumexp(1).argmax(1).cpu() == measured[names[1]]).float().mean().item()}
 
 
 # ----------------------------------------------------------------------------------------

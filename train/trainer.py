@@ -40,6 +40,7 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from genzoo.contract import Batch, GenerativeModel
+from genzoo.datasets import captions
 from genzoo.errors import ConfigError, Interrupted, TrainingError
 from genzoo.evaluation.grid import save_grid
 from genzoo.train import checkpoint as ckpt
@@ -287,7 +288,7 @@ def setup(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
     p = Parts(cfg, out, dist, device, amp, memory_format, data, order, latents, model, ema, optims, scaler,
               phase_cfg, wrapped, loss_fn, autocast,
               in_loop_fd(cfg, dist, device) if isinstance(model, GenerativeModel) else None, grid_labels,
-              caption_tokens(cfg, data))
+              captions.token_fn(cfg.data.dataset, data, tc.seed) if cfg.data.captions else None)
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         ckpt.atomic_write_text(out / ckpt.CONFIG, cfg.to_json())
@@ -296,18 +297,6 @@ def setup(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
     s.session_start, s.next_fit = s.step, s.step + 2 * WARM_STEPS  # every session measures its own speed
     fit_horizon(p, s, stop_after)
     return p, s
-
-
-def caption_tokens(cfg, data):
-    """With data.captions: (B,) dataset indices -> (B, context) tokens of each image's caption, written from its
-    label and measured attributes and fixed per (train.seed, index) (genzoo.datasets.captions); else None."""
-    if not cfg.data.captions:
-        return None
-    from genzoo.datasets import captions
-
-    tokenizer = captions.Tokenizer()
-    return lambda idx: tokenizer.encode_batch(captions.for_images(
-        cfg.data.dataset, data.images[idx], data.labels[idx], seed=cfg.train.seed, index=idx))
 
 
 def open_run_dir(cfg, out: Path, resume: bool) -> tuple[dict | None, int | None]:

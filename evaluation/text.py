@@ -1,0 +1,59 @@
+"""How well a text encoder (the zoo's CLIP, `genzoo.models.clip`) ties images to words, on labelled images.
+
+    scores = clip_scores(model, images, labels, "mnist")   # what `genzoo eval CLIP_RUN` reports
+
+- zero-shot accuracy: each image's class is the closest class prompt, the mean embedding of the caption
+  templates' label-only prompts ("a 7", "the number seven", "a seven"); no classifier is trained.
+- recall@1 and @5: for each test caption (seed 0; the empty caption names no image), is its own image among
+  the 1 or 5 images closest to it? Captions such as "a 7" fit many images, so these stay low by design.
+- attribute accuracy: each image's two first attributes (digits: thickness and slant) read as the best of
+  "something {a} and {b}" over the nine bin pairs (the other attribute marginalised by logsumexp), against
+  the bins `genzoo.datasets.attributes` measures on the image: the functions that wrote the captions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from genzoo.datasets import attributes, captions
+
+
+@torch.no_grad()
+def clip_scores(model, images: torch.Tensor, labels: torch.Tensor, dataset: str, batch_size: int = 500) -> dict:
+    """The three scores of `model` on uint8 images (N, C, H, W) and their labels (N,)."""
+    device = model.tau.device
+    z_img = torch.cat([model.embed_images(images[i:i + batch_size].to(device).float() / 127.5 - 1)
+                       for i in range(0, len(images), batch_size)])  # (N, E)
+    return {"zero_shot_accuracy": zero_shot(model, z_img, labels.to(device), dataset),
+            **retrieval(model, z_img, captions.for_images(dataset, images, labels, seed=0), batch_size),
+            **attribute_accuracy(model, z_img, images, dataset), "n": len(images)}
+
+
+def zero_shot(model, z_img: torch.Tensor, labels: torch.Tensor, dataset: str) -> float:
+    """Share of images whose closest class prompt is their label."""
+    names = captions.DIGITS if dataset == "mnist" else captions.CLOTHES
+    prompts = [[f"a {n}", f"the number {n}", f"a {k}"] if dataset == "mnist" else [f"a {n}", n]
+               for k, n in enumerate(names)]
+    classes = F.normalize(torch.stack([model.embed_prompts(p).mean(0) for p in prompts]), dim=-1)  # (K, E)
+    return ((z_img @ classes.T).argmax(1) == labels).float().mean().item()
+
+
+def retrieval(model, z_img: torch.Tensor, caps: list[str], batch_size: int = 500) -> dict[str, float]:
+    """Text-to-image recall@1 and @5: caption i's own image is image i."""
+    own = torch.tensor([i for i, c in enumerate(caps) if c], device=z_img.device)  # the non-empty captions
+    texts = [caps[i] for i in own.tolist()]
+    z_txt = torch.cat([model.embed_prompts(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)])
+    top5 = (z_txt @ z_img.T).topk(5, dim=1).indices  # (N', 5): the closest images to each caption
+    return {f"recall@{k}": (top5[:, :k] == own[:, None]).any(1).float().mean().item() for k in (1, 5)}
+
+
+def attribute_accuracy(model, z_img: torch.Tensor, images: torch.Tensor, dataset: str) -> dict[str, float]:
+    """The two first attributes of the dataset read from prompts, against the bins measured on the images."""
+    a, b = list(attributes.NAMES[dataset])[:2]
+    measured = attributes.measure(dataset, images)
+    prompts = [f"something {captions.SYNONYMS[a][i][0]} and {captions.SYNONYMS[b][j][0]}"
+               for i in range(3) for j in range(3)]
+    scores = (z_img @ model.embed_prompts(prompts).T).view(-1, 3, 3).cpu()  # (N, bins of a, bins of b)
+    return {f"{a}_accuracy": (scores.logsumexp(2).argmax(1) == measured[a]).float().mean().item(),
+            f"{b}_accuracy": (scores.logsumexp(1).argmax(1) == measured[b]).float().mean().item()}
