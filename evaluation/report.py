@@ -173,7 +173,14 @@ def sampler_text(e: dict) -> str:
     """An entry's protocol sampler and guidance as `--set` items, with the unguided FD where it was kept."""
     text = " ".join(f"`sampler.{x}`" for x in e.get("sampler", []) + e.get("guidance", []))
     unguided = e.get("unguided") and primary_metric({"eval": e["unguided"]})
-    return text + (f" (unguided: {fmt(unguided['value'])})" if unguided else "")
+    return text + (f" (unguided: {fmt(unguided['value'])}{unguided_n(e)})" if unguided else "")
+
+
+def unguided_n(e: dict) -> str:
+    """", n=250" where the unguided row drew fewer samples than the reported one (its FD then reads higher)."""
+    u, g = primary_metric({"eval": e["unguided"]}), primary_metric(e)
+    n_u, n_g = (m and m["protocol"].get("n_generated") for m in (u, g))
+    return f", n={n_u}" if n_u and n_g and n_u != n_g else ""
 
 
 def guidance_text(e: dict) -> str:
@@ -183,7 +190,7 @@ def guidance_text(e: dict) -> str:
     u = e.get("unguided") or {"metrics": {}}
     main, acc = primary_metric({"eval": u}), u["metrics"].get("label_accuracy")
     return " ".join(e["guidance"]) + (f" (unguided {fmt(main['value'])}" + (
-        f" / {percent(acc['value'])}" if acc else "") + ")" if main else "")
+        f" / {percent(acc['value'])}" if acc else "") + unguided_n(e) + ")" if main else "")
 
 
 def stages_text(e: dict) -> str:

@@ -178,7 +178,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", help=f"comma-separated from {','.join(METRIC_NAMES)} (default: fd,kid,pr,is,bpd "
                                      "where a domain classifier exists, else fid,kid,pr,bpd)")
     p.add_argument("--n-ref", type=EVAL_N, default=10000, help="reference images (default 10000)")
-    p.add_argument("--bpd-n", type=EVAL_N, default=250, help="test images for bits/dim (default 250, at most --eval-n)")
+    p.add_argument("--bpd-n", type=EVAL_N, default=100, help="test images for bits/dim (default 100, at most --eval-n)")
     p.add_argument("--ref-split", default="train", choices=("train", "test"))
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--grid-n", type=COUNT, default=100, help="samples in each entry's grid (default 100)")
@@ -188,7 +188,8 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fid-weights", help="path to the FID Inception weights")
     p.add_argument("--download", action="store_true", help="allow downloading data / FID weights")
     p.add_argument("--device", default="auto", help="evaluation device: auto | cpu | cuda")
-    p.add_argument("--batch-size", type=BATCH, default=500, help="sampling batch size (default 500)")
+    p.add_argument("--batch-size", type=BATCH, default=0,
+                   help="sampling batch size (default: each entry's own on a CPU, 500 on a GPU)")
     p.add_argument("--no-progress", action="store_true")
 
 

@@ -38,7 +38,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,10 @@ class Stage:
     sampler: tuple[str, ...] = ()
     # the recommended guidance of the reported row (e.g. "cfg_scale=2"); the unguided row stays in results.json
     guidance: tuple[str, ...] = ()
+    # the evaluation's sampling batch on a CPU when the protocol leaves it to the entry (0: EVAL_BATCH): a
+    # convolutional network samples faster in small batches there, a cached autoregressive one in large ones
+    # (benchmarks/results/eval_batch_cpu.jsonl)
+    eval_batch: int = 0
 
     def preset(self, preset: str) -> str:
         """The stage's own preset for the comparison's `--preset` (the same name unless mapped)."""
@@ -83,16 +87,19 @@ ENTRIES: dict[str, tuple[Stage, ...]] = {
     "vae": (Stage("vae", guidance=("temperature=0.5",)),),  # z ~ N(0, 0.5^2 I)
     "gan": (Stage("gan", guidance=("truncation=0.5",)),),  # class-conditional: a projection discriminator
     "pixelcnn": (Stage("pixelcnn", guidance=("cfg_scale=2",)),),
-    "transformer": (Stage("transformer"),),
+    # one network position per 4x4 patch (T = 49, a local head within it): at minutes of CPU the pixel-by-pixel
+    # model (T = 784) sees too few images to draw digits (benchmarks/results/transformer_patch_cpu.jsonl)
+    "transformer": (Stage("transformer", overrides=("model.patch=4",)),),
     "vqvae": (Stage("vqvae", share=0.5), Stage("transformer", share=0.5, autoencoder_from=0,  # + prior (a class token)
                                                presets=(("quick", "prior"),), guidance=("cfg_scale=2",))),
-    "ddpm": (Stage("ddpm", sampler=DIFFUSION_SAMPLER, guidance=("cfg_scale=2",)),),
+    "ddpm": (Stage("ddpm", sampler=DIFFUSION_SAMPLER, guidance=("cfg_scale=2",), eval_batch=50),),
     "ldm": (Stage("vae", share=0.4, overrides=("model.latent_channels=4",)),  # a spatial 4x7x7 latent
             Stage("ldm", share=0.6, autoencoder_from=0, sampler=DIFFUSION_SAMPLER,  # diffusion in the VAE's latents
                   guidance=("cfg_scale=3",))),
-    "dit": (Stage("dit", sampler=DIFFUSION_SAMPLER, guidance=("cfg_scale=4",)),),
-    "flow": (Stage("flow", guidance=("cfg_scale=2",)),),
+    "dit": (Stage("dit", sampler=DIFFUSION_SAMPLER, guidance=("cfg_scale=4",), eval_batch=50),),
+    "flow": (Stage("flow", guidance=("cfg_scale=2",), eval_batch=50),),
 }
+EVAL_BATCH = 500  # the sampling batch of an entry without its own, and of every entry on a GPU
 
 SESSIONS = "sessions.jsonl"  # in REPORT_DIR/runs: one line per completed compare command (time split, command)
 
@@ -131,7 +138,10 @@ class Protocol:
     n: int = 2000  # generated samples per entry
     # test images for bits/dim: a mean over images, unbiased at any n (unlike FD), whose bound and ODE estimates
     # cost tens of network passes per image, so fewer images than samples
-    n_bpd: int = 250
+    n_bpd: int = 100
+    # the unguided row of a guided entry (kept in results.json beside the reported one): its own n, for
+    # requested-class accuracy and FD (which reads higher at a smaller n: compare it only at equal n)
+    n_unguided: int = 250
     metrics: tuple[str, ...] = ()  # () = fd,kid,pr,is,acc,bpd where a domain classifier exists, else fid,kid,pr,bpd
     n_ref: int = 10000
     ref_split: str = "train"
@@ -139,7 +149,7 @@ class Protocol:
     grid_n: int = 100  # images in each entry's sample grid (same seed; labels cycle through the classes)
     # extra evaluations at these sampler.steps (or "NAME:STEPS", e.g. "ddim:50"), for families with that knob
     sampler_steps: tuple[int | str, ...] = ()
-    batch_size: int = 500
+    batch_size: int = 0  # sampling batch; 0: each entry's Stage.eval_batch on a CPU, else EVAL_BATCH
     device: str = "auto"
     fid_weights: str | None = None
     download: bool = False
@@ -155,7 +165,8 @@ class Protocol:
         return ("fd", "kid", "pr", "is", "acc", "bpd") if dataset in EXTRACTORS else ("fid", "kid", "pr", "bpd")
 
     def key(self) -> dict:
-        """What an evaluation's result depends on (device, batch size and progress do not change the numbers)."""
+        """What an evaluation's result depends on (device and batch size change which random numbers each sample
+        gets, not the distribution sampled; they are left out, as are the report-only fields)."""
         d = asdict(self)
         for k in ("batch_size", "device", "download", "fid_weights", "grid_n", "sampler_steps"):
             d.pop(k)
@@ -470,17 +481,21 @@ def sweep_overrides(item: int | str) -> tuple[str | None, int, list[str]]:
 
 
 def evaluate_entry(name: str, stages: list[dict], protocol: Protocol, *, sampler: tuple[str, ...] = (),
-                   guidance: tuple[str, ...] = (), progress: bool = False) -> tuple[dict, tuple]:
+                   guidance: tuple[str, ...] = (), eval_batch: int = 0, progress: bool = False) -> tuple[dict, tuple]:
     """Score an entry (its last stage generates, with `sampler` and `guidance` over its run's sampler) and gather
     its cost over all stages. With guidance, the unguided evaluation is kept beside the reported one."""
     last = Path(stages[-1]["run"])
     dataset = stages[-1]["config"]["data"]["dataset"]
+    if not protocol.batch_size:
+        protocol = replace(protocol, batch_size=eval_batch if eval_batch and protocol.resolved_device() == "cpu"
+                           else EVAL_BATCH)
     log.info("%s: evaluating %s (n=%d, %s)", name, last, protocol.n, ",".join(protocol.metrics_for(dataset)))
     t0 = time.time()
     knobs = list(sampler) + list(guidance)
     result, cached = evaluate_cached(last, protocol, dataset, sampler_overrides=knobs, progress=progress)
-    sample_metrics = tuple(m for m in protocol.metrics_for(dataset) if m != "bpd")  # bits/dim ignores the sampler
-    unguided = evaluate_cached(last, protocol, dataset, sampler_overrides=list(sampler), metrics=sample_metrics,
+    unguided_metrics = tuple(m for m in protocol.metrics_for(dataset) if m in ("fd", "fid", "acc"))
+    unguided = evaluate_cached(last, replace(protocol, n=min(protocol.n_unguided, protocol.n)), dataset,
+                               sampler_overrides=list(sampler), metrics=unguided_metrics,
                                progress=progress)[0] if guidance else None
     sweep = []
     if protocol.sampler_steps and "steps" in stages[-1]["config"]["sampler"]:
@@ -507,7 +522,8 @@ def evaluate_entry(name: str, stages: list[dict], protocol: Protocol, *, sampler
              "budget_used": (sum(b * s["share"] for b, s in zip(budgets, stages)) if None not in budgets
                              else None),  # each stage's used share of its own budget, weighted by that budget
              "in_loop_eval_s": sum(s["in_loop_eval_s"] or 0.0 for s in stages),
-             "eval": result, "unguided": unguided, "eval_cached": cached, "eval_session_s": spent, "sweep": sweep,
+             "eval": result, "unguided": unguided, "eval_cached": cached, "eval_session_s": spent,
+             "eval_batch": protocol.batch_size, "sweep": sweep,
              "first_stage": first_stage}
     return entry, grid
 
@@ -551,7 +567,7 @@ def compare(*, dataset: str = "mnist", families: list[str] | None = None, preset
         last = entry.stages[-1]
         guidance = tuple(g for g in last.guidance if conditional or not g.startswith("cfg_scale="))  # needs labels
         r, grids[entry.name] = evaluate_entry(entry.name, stages, protocol, sampler=last.sampler,
-                                              guidance=guidance, progress=progress)
+                                              guidance=guidance, eval_batch=last.eval_batch, progress=progress)
         results.append(r)
     eval_s = time.time() - t_eval
     session = {"created": report.now(), "command": command, "train_s": train_s, "eval_s": eval_s,

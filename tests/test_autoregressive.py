@@ -211,3 +211,86 @@ def test_the_transformer_family_builds_the_prior_only_on_a_vqvae_run():
     assert TokenPrior.autoencoder_families == ("vqvae",) and Transformer.autoencoder_families == ()
     with pytest.raises(ConfigError, match="build_model"):
         Transformer(prior_cfg.model, (1, 8, 8))
+
+
+# -- the transformer on patches (model.patch=2): one network position per 2x2 patch, a local head within it
+
+PATCHED = (3, 4, 4)  # 2x2 positions of K = 2 * 2 * 3 = 12 tokens
+
+
+def patch_order(ch, r, c, shape=PATCHED, p=2):
+    """The token index of sub-pixel (ch, r, c): patch by patch, raster within the patch, channels innermost."""
+    C, H, W = shape
+    return (((r // p) * (W // p) + c // p) * p * p + (r % p) * p + c % p) * C + ch
+
+
+def test_patch_tokens_are_patch_by_patch_and_round_trip():
+    model = transformer(shape=PATCHED, patch=2)
+    x = images(2, PATCHED)
+    tokens = model.to_tokens(x)
+    assert tokens.shape == (2, 48) and model.positions_n == 4 and model.K == 12
+    for ch, r, c in [(0, 0, 0), (2, 1, 0), (1, 2, 3), (0, 3, 3)]:
+        assert tokens[1, patch_order(ch, r, c)] == round((x[1, ch, r, c].item() + 1) * 127.5)
+    assert torch.equal(model.from_tokens(tokens), x)
+
+
+@pytest.mark.parametrize("class_every", [False, True], ids=["class-at-start", "class-everywhere"])
+def test_patch_transformer_output_for_token_i_ignores_tokens_from_i_on(class_every):
+    """The same perturbation test through the global model and the local head: token i moves every later
+    logit (in its own patch through the local head, in later patches through the network) and no earlier one."""
+    model = transformer(shape=PATCHED, patch=2, class_cond=True, class_every=class_every)
+    tokens = model.to_tokens(images(1, PATCHED))
+    y = torch.tensor([7])
+    base = model(tokens[:, :-1], y)  # (1, T, 256)
+    T = tokens.shape[1]
+    for i in range(T - 1):
+        changed = tokens.clone()
+        changed[0, i] = (changed[0, i] + 101) % 256
+        moved = (model(changed[:, :-1], y) != base).any(-1)[0]
+        assert not moved[:i + 1].any(), f"token {i} leaks into the prediction of tokens <= {i}"
+        assert moved[i + 1:].all()
+    for t in (0, 5, 12, 13, 30):  # a shorter prefix gives the same logits as the full one, rows 0..t
+        torch.testing.assert_close(model(tokens[:, :t], y), base[:, :t + 1], atol=1e-5, rtol=0)
+
+
+def test_patch_likelihood_is_a_normalised_distribution():
+    """Summing p(x) over all 256^4 values of a 2x2 one-channel image is too many; over one patch of 4 the
+    local head's chain is what is new, so sum over the last two tokens with the first two fixed (and over
+    all of one token's values at every place): each conditional sums to one."""
+    model = transformer(shape=(1, 2, 2), patch=2, class_cond=True)
+    first = torch.tensor([[17, 200]])
+    last = torch.stack(torch.meshgrid(torch.arange(256), torch.arange(256), indexing="ij"), -1).view(-1, 2)
+    tokens = torch.cat([first.expand(len(last), 2), last], 1)  # (65536, 4)
+    bits = model.token_bits(Batch(model.from_tokens(tokens), torch.full((len(tokens),), 4))).double()  # per token
+    logp = -bits * 4 * math.log(2)  # log p(s) in nats
+    log_first = torch.log_softmax(model(first[:, :1], torch.tensor([4])).double(), -1)  # (1, 2, V)
+    total = torch.exp(logp - log_first[0, 0, 17] - log_first[0, 1, 200]).sum()
+    assert math.isclose(total.item(), 1.0, rel_tol=1e-4)
+
+
+def test_patch_sampling_cached_equals_uncached_and_guidance_mixes_logits():
+    model = transformer(shape=PATCHED, patch=2, class_cond=True, class_every=True)
+    for p in model.parameters():  # large logits: the label matters
+        p.data.mul_(3.0)
+    labels = torch.arange(3)
+    for knobs in ({}, {"temperature": 0.8, "top_k": 20}, {"cfg_scale": 3.0}):
+        cached = model.sample(3, labels=labels, generator=torch.Generator().manual_seed(1), kv_cache=True, **knobs)
+        plain = model.sample(3, labels=labels, generator=torch.Generator().manual_seed(1), kv_cache=False, **knobs)
+        assert torch.equal(cached, plain)
+    s, null = 3.0, torch.full_like(labels, 10)
+    tokens = torch.zeros(3, model.seq_len, dtype=torch.long)
+    for i in range(model.seq_len):  # greedy, guided, from the full network on the prefix
+        l_c, l_u = model(tokens[:, :i], labels)[:, -1], model(tokens[:, :i], null)[:, -1]
+        tokens[:, i] = (l_u + s * (l_c - l_u)).argmax(-1)
+    got = model.sample(3, labels=labels, temperature=0.0, cfg_scale=s)
+    assert torch.equal(got, model.from_tokens(tokens))
+    assert model.network_evaluations() == 4 and model.network_evaluations(cfg_scale=s) == 8
+
+
+def test_patch_must_divide_the_image_and_stays_off_the_prior():
+    with pytest.raises(ConfigError, match="model.patch=3 must divide"):
+        transformer(shape=PATCHED, patch=3)
+    from genzoo.models.transformer import TokenPrior
+
+    with pytest.raises(ConfigError, match="model.patch applies to pixels"):
+        TokenPrior(TransformerConfig(patch=2), (1, 8, 8), autoencoder=torch.nn.Identity())
