@@ -89,7 +89,7 @@ ENTRIES: dict[str, tuple[Stage, ...]] = {
     "pixelcnn": (Stage("pixelcnn", guidance=("cfg_scale=2",)),),
     # one network position per 4x4 patch (T = 49, a local head within it): at minutes of CPU the pixel-by-pixel
     # model (T = 784) sees too few images to draw digits (benchmarks/results/transformer_patch_cpu.jsonl)
-    "transformer": (Stage("transformer", overrides=("model.patch=4",)),),
+    "transformer": (Stage("transformer", overrides=("model.patch=4",), eval_batch=100),),
     "vqvae": (Stage("vqvae", share=0.5), Stage("transformer", share=0.5, autoencoder_from=0,  # + prior (a class token)
                                                presets=(("quick", "prior"),), guidance=("cfg_scale=2",))),
     "ddpm": (Stage("ddpm", sampler=DIFFUSION_SAMPLER, guidance=("cfg_scale=2",), eval_batch=50),),
