@@ -193,8 +193,9 @@ def evaluate_images(images: torch.Tensor, *, dataset: str | None = None, referen
 
 @torch.no_grad()
 def generate(model, n: int, *, seed: int = 0, batch_size: int = 256, device="cpu", knobs=None,
-             progress: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-    """n uint8 samples (labels cycle through the classes if conditional) and the sampling images/s."""
+             progress: bool = False, text: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """n uint8 samples (labels cycle through the classes if conditional; `text`: (n, context) caption tokens of
+    a text-conditioned model, one per sample) and the sampling images/s."""
     from tqdm.auto import tqdm
 
     from genzoo.evaluation.grid import to_uint8
@@ -205,7 +206,9 @@ def generate(model, n: int, *, seed: int = 0, batch_size: int = 256, device="cpu
     chunks, t0 = [], time.perf_counter()
     for i in tqdm(range(0, n, batch_size), disable=not progress, desc="sampling", unit="batch"):
         y = None if labels is None else labels[i:i + batch_size].to(device)
-        chunks.append(to_uint8(model.sample(min(batch_size, n - i), labels=y, generator=gen, **(knobs or {}))))
+        prompts = {} if text is None else {"text": text[i:i + batch_size].to(device)}
+        chunks.append(to_uint8(model.sample(min(batch_size, n - i), labels=y, generator=gen, **prompts,
+                                            **(knobs or {}))))
     return torch.cat(chunks), labels, n / (time.perf_counter() - t0)
 
 
@@ -232,6 +235,7 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
     """Sample `n` images from a run (EMA weights by default), score them, and record cost and protocol; bits/dim
     on the first `n_bpd` test images (default n)."""
     from genzoo.config import apply_overrides
+    from genzoo.evaluation import text
     from genzoo.runs import open_run
 
     metrics = parse_metrics(metrics)
@@ -240,9 +244,15 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
     knobs = vars(run.config.sampler)
     if device != "cpu" and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    image_metrics = tuple(m for m in metrics if m != "bpd" and (m != "acc" or run.model.num_classes))
+    clip = getattr(run.model, "text_encoder", None)  # a text-conditioned model samples from evaluation prompts
+    image_metrics = tuple(m for m in metrics if m != "bpd" and (m != "acc" or run.model.num_classes or clip))
+    prompts = text.adherence_prompts(run.config.data.dataset, n) if clip is not None and image_metrics else None
+    tokens = None if prompts is None else clip.tokenizer.encode_batch(prompts.texts)
     images, labels, sample_rate = (generate(run.model, n, seed=seed, batch_size=batch_size, device=device,
-                                            knobs=knobs, progress=progress) if image_metrics else (None, None, None))
+                                            knobs=knobs, progress=progress, text=tokens)
+                                   if image_metrics else (None, None, None))
+    if prompts is not None:
+        labels = prompts.labels  # the class each prompt names
     weights = ("ema" if ema else "raw") + (" best.pt" if best else "")
     protocol = {"family": run.config.family, "step": run.step, "weights": weights, "sampler": dict(knobs)}
     out = {"run": str(run_dir), "family": run.config.family, "dataset": run.config.data.dataset, "step": run.step,
@@ -250,6 +260,12 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
                                       labels=labels, n_ref=n_ref, ref_split=ref_split, data_cfg=run.config.data,
                                       fid_weights=fid_weights, download=download, seed=seed, device=device,
                                       progress=progress, protocol=protocol) if image_metrics else {}}
+    if prompts is not None:
+        for name, value in text.adherence(clip, images, prompts, run.config.data.dataset).items():
+            out["metrics"][name] = {"value": value, "protocol": {
+                "metric": name if name != "clip_score" else "CLIP score (the zoo's own CLIP, 100 x mean cosine)",
+                "prompts": f"{n} of evaluation.text.adherence_prompts ({prompts.texts[0]!r}, ...)", **protocol,
+                "comparable_to_literature": False}}
     kind = run.model.likelihood
     if "bpd" in metrics and kind is not None:
         bpd = test_bits_per_dim(run.model, run.config.data, n_bpd or n, device=device)
@@ -266,7 +282,6 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
     return out
 
 
-@torch.no_grad()
 @torch.no_grad()
 def evaluate_component(run_dir: str | Path, *, n: int = 5000, ema: bool = True, device="cpu") -> dict:
     """A component's scores (`scores` below) on the first n test images of its dataset."""

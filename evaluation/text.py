@@ -1,4 +1,5 @@
-"""How well a text encoder (the zoo's CLIP, `genzoo.models.clip`) ties images to words, on labelled images.
+"""How well a text encoder (the zoo's CLIP, `genzoo.models.clip`) ties images to words, on labelled images; and
+how well a text-conditioned generator draws what its prompts ask for (`adherence`).
 
     scores = clip_scores(model, images, labels, "mnist")   # what `genzoo eval CLIP_RUN` reports
 
@@ -12,6 +13,8 @@
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -57,3 +60,47 @@ def attribute_accuracy(model, z_img: torch.Tensor, images: torch.Tensor, dataset
     scores = (z_img @ model.embed_prompts(prompts).T).view(-1, 3, 3).cpu()  # (N, bins of a, bins of b)
     return {f"{a}_accuracy": (scores.logsumexp(2).argmax(1) == measured[a]).float().mean().item(),
             f"{b}_accuracy": (scores.logsumexp(1).argmax(1) == measured[b]).float().mean().item()}
+
+
+# ----------------------------------------------------------------------------------------
+# text adherence of a text-conditioned generator
+
+
+@dataclass
+class Prompts:
+    """Evaluation prompts that each name a class and a bin of the dataset's two first attributes."""
+
+    texts: list[str]
+    labels: torch.Tensor  # (n,) the requested class
+    bins: dict[str, torch.Tensor]  # attribute -> (n,) the requested bin, 0..2
+
+
+def adherence_prompts(dataset: str, n: int) -> Prompts:
+    """n prompts of the captions' first template with each bin's first word ("a thick, right-leaning seven"),
+    cycling through the classes, then the first attribute's bins, then the second's: every combination of
+    class and bins equally often (n = 1000 on MNIST: each of the 90 about 11 times)."""
+    a, b = list(attributes.NAMES[dataset])[:2]
+    template = captions.TEMPLATES[dataset][0][1]
+    names = captions.DIGITS if dataset == "mnist" else captions.CLOTHES
+    K = len(names)
+    i = torch.arange(n)
+    labels, bin_a, bin_b = i % K, (i // K) % 3, (i // (3 * K)) % 3
+    texts = [template.format(label=names[y], numeral=y, **{a: captions.SYNONYMS[a][u][0], b: captions.SYNONYMS[b][v][0]})
+             for y, u, v in zip(labels.tolist(), bin_a.tolist(), bin_b.tolist())]
+    return Prompts(texts, labels, {a: bin_a, b: bin_b})
+
+
+@torch.no_grad()
+def adherence(clip, images: torch.Tensor, prompts: Prompts, dataset: str, batch_size: int = 500) -> dict[str, float]:
+    """What the samples (uint8 (n, C, H, W), sample i drawn from prompt i) show of their prompts: each requested
+    attribute bin as measured by `genzoo.datasets.attributes` (the functions that wrote the training captions;
+    chance 1/3), and the CLIP score, 100 x the mean cosine of image and prompt embeddings under `clip` (the zoo's
+    own CLIP: not comparable with published CLIP scores). The requested class is the harness's `acc`."""
+    measured = attributes.measure(dataset, images)
+    out = {f"{name}_accuracy": (measured[name] == want).float().mean().item() for name, want in prompts.bins.items()}
+    device = clip.tau.device
+    cos = torch.cat([(clip.embed_images(images[i:i + batch_size].to(device).float() / 127.5 - 1)
+                      * clip.embed_prompts(prompts.texts[i:i + batch_size])).sum(1)
+                     for i in range(0, len(images), batch_size)])
+    out["clip_score"] = 100 * cos.mean().item()
+    return out

@@ -125,6 +125,10 @@ def _parser() -> argparse.ArgumentParser:
     sa.add_argument("--best", action="store_true", help="use best.pt (lowest in-loop FD) instead of the latest")
     sa.add_argument("--batch-size", type=BATCH, default=256)
     sa.add_argument("--device", default="cpu")
+    prompt = sa.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt", help="a text-conditioned run: draw every sample from this prompt")
+    prompt.add_argument("--prompts", metavar="FILE", help="a text-conditioned run: prompts, one per line; the grid "
+                                                          "has one row per prompt")
     ev = sub.add_parser("eval", help="score a run, or a set of samples, with the harness's protocol (JSON)")
     ev.add_argument("run_dir", nargs="?", help="a training run (its EMA weights are sampled)")
     ev.add_argument("--samples", help="FILE.npz of uint8 images (N, C, H, W) [+ labels] instead of a run")
@@ -261,18 +265,43 @@ def cmd_sample(args) -> None:
     if any(not item.startswith("sampler.") for item in args.set):
         raise ConfigError("genzoo sample takes only sampler.* overrides, e.g. --set sampler.temperature=0.8")
     apply_overrides(run.config, args.set)
+    prompts = sample_prompts(run, args)
+    text = None if prompts is None else run.model.text_encoder.tokenizer.encode_batch(prompts)
     uint8, labels, _ = generate(run.model, args.n, seed=args.seed, batch_size=args.batch_size, device=args.device,
-                                knobs=vars(run.config.sampler))
+                                knobs=vars(run.config.sampler), text=text)
     K = run.model.num_classes
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
         arrays = {"images": uint8.numpy()}
         if labels is not None:
             arrays["labels"] = labels.numpy()
+        if prompts is not None:
+            arrays["prompts"] = np.array(prompts)
         np.savez(out, **arrays)
     else:
-        save_grid(uint8.float() / 127.5 - 1, out, nrow=K if K and args.n >= K else None)
+        per_prompt = -(-args.n // len(set(prompts))) if prompts is not None else 0
+        save_grid(uint8.float() / 127.5 - 1, out, nrow=per_prompt or (K if K and args.n >= K else None))
     print(f"wrote {args.n} samples of {run.config.family} (step {run.step}) to {out}")
+
+
+def sample_prompts(run, args) -> list[str] | None:
+    """The prompt of each of the n samples (--prompt, or --prompts FILE: each prompt for n / P samples in a row),
+    or None without either; a run that takes no text refuses them."""
+    if args.prompt is None and args.prompts is None:
+        return None
+    if getattr(run.model, "text_encoder", None) is None:
+        raise ConfigError(f"{args.run_dir} is not text-conditioned; train one with `--set "
+                          f"model.text_encoder=CLIP_RUN data.captions=true` (docs/text.md)")
+    if args.prompt is not None:
+        return [args.prompt] * args.n
+    try:
+        lines = [line.strip() for line in Path(args.prompts).read_text().splitlines() if line.strip()]
+    except OSError as e:
+        raise ConfigError(f"--prompts {args.prompts}: cannot read it ({e.strerror})") from None
+    if not lines:
+        raise ConfigError(f"--prompts {args.prompts} holds no prompt; write one per line")
+    per = -(-args.n // len(lines))  # ceil(n / P)
+    return [lines[i // per] for i in range(args.n)]
 
 
 def _load_npz(path: str):

@@ -30,9 +30,12 @@ def build_model(cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: 
     is a first or a second stage (`transformer`: on pixels, or a VQ-VAE prior) builds its `second_stage`
     class when `model.autoencoder` is set."""
     cls = get_family(cfg.family).model_for(cfg.model)
+    kwargs = {}
+    if getattr(cfg.model, "text_encoder", ""):  # a finished clip run: its frozen text encoder
+        kwargs["text_encoder"] = frozen_component(cfg.model.text_encoder, "clip", "model.text_encoder")
     source = cfg.model.autoencoder if cls.autoencoder_families else ""
     if not source:
-        return cls(cfg.model, image_shape=image_shape, num_classes=num_classes)
+        return cls(cfg.model, image_shape=image_shape, num_classes=num_classes, **kwargs)
     accepted = cls.autoencoder_families
     if not (Path(source) / ckpt.CONFIG).is_file():
         raise CheckpointError(f"model.autoencoder={source} is not a finished genzoo run; train the first stage "
@@ -46,7 +49,18 @@ def build_model(cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: 
                           f"{tuple(image_shape)}; use the same dataset for both stages")
     for p in first.model.parameters():
         p.requires_grad_(False)
-    return cls(cfg.model, image_shape=image_shape, num_classes=num_classes, autoencoder=first.model)
+    return cls(cfg.model, image_shape=image_shape, num_classes=num_classes, autoencoder=first.model, **kwargs)
+
+
+def frozen_component(source: str, family: str, key: str) -> torch.nn.Module:
+    """The EMA model of the finished `family` run in `source` (named by config key `key`), frozen."""
+    if not (Path(source) / ckpt.CONFIG).is_file():
+        raise CheckpointError(f"{key}={source} is not a finished genzoo run; train it first, e.g. "
+                              f"`genzoo train {family} --dataset mnist --out {source}`")
+    run = open_run(source)
+    if run.config.family != family:
+        raise ConfigError(f"{key}={source} is a {run.config.family!r} run; it must be a {family} run")
+    return run.model.eval().requires_grad_(False)
 
 
 def memory_format_for(device: str | torch.device) -> torch.memory_format:

@@ -23,7 +23,7 @@ from genzoo.contract import GenerativeModel, classes
 from genzoo.errors import ConfigError
 from genzoo.models.diffusion import ode, samplers
 from genzoo.models.diffusion.process import GaussianDiffusion
-from genzoo.models.unet import UNet, UNetConfig
+from genzoo.models.unet import Text, UNet, UNetConfig
 from genzoo.rules import Fraction, NonNegative, Range
 
 
@@ -34,13 +34,33 @@ def cxx_compiler() -> str | None:
 
 
 class Denoised(GenerativeModel):
-    """What the diffusion and flow families share around their network `net(x_t, t, y)`: the labels, their
-    dropout for classifier-free guidance, the guided network and its compiled forward."""
+    """What the diffusion and flow families share around their network `net(x_t, t, y)`: the condition y (class
+    labels, or a caption through a frozen text encoder), its dropout for classifier-free guidance, the guided
+    network and its compiled forward.
+
+    With a text encoder (`model.text_encoder=CLIP_RUN`, the zoo's CLIP) y is a `Text`: the encoder's token
+    embeddings and pooled embedding of the caption tokens (Batch.text, `data.captions=true`). The null condition
+    of guidance is the empty caption, as in Stable Diffusion: training replaces a caption by "" with probability
+    p_uncond, and a model sampled without a prompt draws from the empty one."""
 
     net: torch.nn.Module
 
+    @property
+    def text_encoder(self) -> torch.nn.Module | None:
+        """The frozen text encoder (a submodule added by `use_text_encoder`), or None."""
+        return self._modules.get("text_encoder")
+
+    def use_text_encoder(self, text_encoder: torch.nn.Module) -> None:
+        self._modules["text_encoder"] = text_encoder.eval().requires_grad_(False)  # frozen; .to() moves it
+
     def parameters_for(self, phase: str):
-        return self.parameters()
+        return [p for name, p in self.named_parameters() if not name.startswith("text_encoder.")]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.text_encoder is not None:
+            self.text_encoder.eval()  # frozen
+        return self
 
     def _labels(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
         if not self.num_classes:
@@ -49,17 +69,51 @@ class Denoised(GenerativeModel):
             return None
         return labels.view(n)
 
-    def guided(self, labels: torch.Tensor | None, cfg_scale: float = 1.0, compile: bool = False):
-        """(x_t, t) -> the network's output under classifier-free guidance: out_u + s (out_c - out_u)."""
-        guided = labels is not None and cfg_scale != 1.0
-        null = torch.full_like(labels, self.num_classes) if guided else None
+    # -- text ----------------------------------------------------------------------------
+    def empty_text(self, n: int) -> torch.Tensor:
+        """(n, context) tokens of the empty caption, the null condition of a text model."""
+        return self.text_encoder.tokenizer.encode("").to(self.text_encoder.tau.device).expand(n, -1)
+
+    @torch.no_grad()
+    def encode_text(self, tokens: torch.Tensor) -> Text:
+        """(n, context) caption tokens -> the frozen encoder's Text: token embeddings and the pooled one (at <eos>)."""
+        enc = self.text_encoder
+        hidden = enc.text_tokens(tokens)  # (n, L, d)
+        eos = (tokens == enc.tokenizer.eos).float().argmax(1)  # (n,)
+        return Text(hidden, hidden[torch.arange(len(tokens), device=tokens.device), eos])
+
+    def condition(self, labels: torch.Tensor | None, text: torch.Tensor | None, n: int):
+        """The sampler's condition: a Text of the caption tokens (the empty caption without), else the labels."""
+        if self.text_encoder is not None:
+            return self.encode_text(text.view(n, -1) if text is not None else self.empty_text(n))
+        return self._labels(labels, n)
+
+    def train_condition(self, batch):
+        """The training condition: captions (each replaced by "" with probability p_uncond) or dropped labels."""
+        n = batch.images.shape[0]
+        if self.text_encoder is None:
+            return self.dropped_labels(batch.labels, n)
+        if batch.text is None:
+            raise ConfigError("a model with model.text_encoder trains on captions: set data.captions=true")
+        drop = torch.rand(n, device=batch.text.device) < self.cfg.p_uncond
+        return self.encode_text(torch.where(drop[:, None], self.empty_text(n), batch.text))
+
+    def null_condition(self, cond):
+        if isinstance(cond, Text):
+            return self.encode_text(self.empty_text(len(cond.pooled)))
+        return torch.full_like(cond, self.num_classes)
+
+    def guided(self, cond, cfg_scale: float = 1.0, compile: bool = False):
+        """(x_t, t) -> the network's output under classifier-free guidance: out_u + s (out_c - out_u).
+        `cond`: labels (B,), a Text, or None (unconditional)."""
+        guided = cond is not None and cfg_scale != 1.0
+        both = cat_conditions(cond, self.null_condition(cond)) if guided else None
         net = self.compiled_net() if compile else self.net
 
         def out(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             if not guided:
-                return net(x_t, t, labels)
-            out_c, out_u = net(torch.cat([x_t, x_t]), torch.cat([t, t]),
-                               torch.cat([labels, null])).chunk(2)  # one batch of 2B
+                return net(x_t, t, cond)
+            out_c, out_u = net(torch.cat([x_t, x_t]), torch.cat([t, t]), both).chunk(2)  # one batch of 2B
             return out_u + cfg_scale * (out_c - out_u)  # linear: valid for eps, x0, v and velocity outputs
 
         return out
@@ -81,21 +135,30 @@ class Denoised(GenerativeModel):
         return fn
 
 
+def cat_conditions(a, b):
+    """Two conditions as one batch: labels concatenated, or each part of two Texts."""
+    return Text(*(torch.cat(pair) for pair in zip(a, b))) if isinstance(a, Text) else torch.cat([a, b])
+
+
 class DDPM(Denoised):
     """The family: a denoiser `net(x_t, t, y)` (the U-Net unless given) trained and sampled by the process."""
 
     likelihood = "bound (VLB, estimated over timesteps)"
 
-    def __init__(self, cfg: DiffusionConfig, image_shape: tuple[int, int, int], num_classes: int = 0, net=None):
+    def __init__(self, cfg: DiffusionConfig, image_shape: tuple[int, int, int], num_classes: int = 0, net=None,
+                 text_encoder: torch.nn.Module | None = None):
         super().__init__()
         C, H, W = image_shape
         self.cfg, self.image_shape = cfg, tuple(image_shape)
-        self.num_classes = classes(cfg, num_classes)
+        self.num_classes = 0 if text_encoder is not None else classes(cfg, num_classes)  # a caption replaces the label
         self.process = GaussianDiffusion(cfg.T, cfg.schedule, cfg.objective)
-        self.net = net if net is not None else UNet(cfg, C, H, self.num_classes)
+        if text_encoder is not None:
+            self.use_text_encoder(text_encoder)
+        context_dim = text_encoder.cfg.d_model if text_encoder is not None else 0
+        self.net = net if net is not None else UNet(cfg, C, H, self.num_classes, context_dim=context_dim)
 
     def loss(self, batch, phase: str = "main") -> dict[str, torch.Tensor]:
-        y = self.dropped_labels(batch.labels, batch.images.shape[0])
+        y = self.train_condition(batch)
         loss, _ = self.process.loss(self.net, batch.images, y, self.cfg.min_snr_gamma)
         return {"loss": loss}
 
@@ -107,22 +170,23 @@ class DDPM(Denoised):
 
     @torch.no_grad()
     def sample(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               **knobs) -> torch.Tensor:
-        return self.sample_x0(n, labels=labels, generator=generator, **knobs).clamp(-1, 1)
+               text: torch.Tensor | None = None, **knobs) -> torch.Tensor:
+        return self.sample_x0(n, labels=labels, generator=generator, text=text, **knobs).clamp(-1, 1)
 
     @torch.no_grad()
     def sample_x0(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                  name: str = "ddim", steps: int = 50, eta: float = 0.0, var: str = "beta_tilde",
-                  cfg_scale: float = 1.0, clip_x0: bool = True, compile: bool = False) -> torch.Tensor:
-        """x_0 from the sampler, unclamped (latent diffusion decodes it)."""
+                  text: torch.Tensor | None = None, name: str = "ddim", steps: int = 50, eta: float = 0.0,
+                  var: str = "beta_tilde", cfg_scale: float = 1.0, clip_x0: bool = True,
+                  compile: bool = False) -> torch.Tensor:
+        """x_0 from the sampler, unclamped (latent diffusion decodes it); `text` (n, context) caption tokens."""
         device = next(self.parameters()).device
-        denoise = self.denoiser(self._labels(labels, n), cfg_scale, clip_x0, compile)
+        denoise = self.denoiser(self.condition(labels, text, n), cfg_scale, clip_x0, compile)
         return samplers.sample(name, denoise, self.process, (n, *self.image_shape), steps=steps, eta=eta, var=var,
                                generator=generator, device=device)
 
     def network_evaluations(self, name: str = "ddim", steps: int = 50, cfg_scale: float = 1.0, **_) -> int:
         """Network passes per sample; classifier-free guidance doubles them (batched as one call)."""
-        guided = self.num_classes and cfg_scale != 1.0
+        guided = (self.num_classes or self.text_encoder is not None) and cfg_scale != 1.0
         return samplers.network_evaluations(name, steps, self.process) * (2 if guided else 1)
 
     @torch.no_grad()
@@ -134,7 +198,7 @@ class DDPM(Denoised):
         stratified timesteps (all of them with terms=0). estimator="ode": the probability-flow ODE estimate
         (`GaussianDiffusion.ode_log_likelihood`, `steps` Heun steps, `probes` Hutchinson probes) of the
         uniformly dequantised images, in the same 8-bit bits/dim (docs/flow.md, Likelihood)."""
-        y = self._labels(batch.labels, batch.images.shape[0])
+        y = self.condition(batch.labels, batch.text, batch.images.shape[0])
         if estimator == "vlb":
             return self.process.bits_per_dim(self.denoiser(y), batch.images, terms=terms)
         if estimator != "ode":
@@ -158,12 +222,16 @@ class DiffusionConfig:
     objective: Literal["eps", "x0", "v"] = "eps"
     min_snr_gamma: NonNegative = 0.0  # 0 = L_simple; 5 = min-SNR-5 weighting
     class_cond: bool = False
-    p_uncond: Fraction = 0.1  # label dropout for classifier-free guidance
+    p_uncond: Fraction = 0.1  # label (or caption) dropout for classifier-free guidance
 
 
 @dataclass
 class DDPMConfig(DiffusionConfig, UNetConfig):
     """The U-Net's keys (models/unet.py) and the process's (DiffusionConfig)."""
+
+    # a finished clip run: condition on captions (data.captions=true) through cross-attention to its frozen text
+    # encoder, instead of class labels
+    text_encoder: str = ""
 
 
 @dataclass

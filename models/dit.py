@@ -9,6 +9,10 @@ regressed from c by a linear layer initialised to zero ("adaLN-Zero"), so every 
 identity. The final layer (adaLN + linear, zero-initialised) maps each token back to a p x p x C patch.
 The `dit` family is the same Gaussian diffusion, samplers and classifier-free guidance as `ddpm`
 (models/ddpm.py) with this network in place of the U-Net.
+
+Text (`context_dim` > 0, y a `Text`, as in the U-Net): each block gets a cross-attention to the text tokens
+between its self-attention and its MLP, x + W_o Attn(LN(x), tokens) with W_o zero-initialised (PixArt-alpha,
+Chen et al. 2023), and the pooled embedding is projected and added to c.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch.nn.functional as F
 from genzoo.contract import classes
 from genzoo.models.ddpm import DDPM, DiffusionConfig, SamplerConfig  # noqa: F401  (SamplerConfig: ddpm's knobs)
 from genzoo.models.layers import timestep_embedding
+from genzoo.models.unet import Text
 from genzoo.rules import Range
 
 
@@ -41,9 +46,10 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 
 class DiTBlock(nn.Module):
-    """adaLN-Zero block (DiT Fig. 3): x + gate * Attn(modulate(LN(x))), then the same with the MLP."""
+    """adaLN-Zero block (DiT Fig. 3): x + gate * Attn(modulate(LN(x))), [x + CrossAttn(LN(x), text),] then the
+    MLP as the attention."""
 
-    def __init__(self, D: int, heads: int, mlp_ratio: float):
+    def __init__(self, D: int, heads: int, mlp_ratio: float, context_dim: int = 0):
         super().__init__()
         self.heads = heads
         self.norm1 = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
@@ -53,15 +59,28 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(D, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, D))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))
         nn.init.zeros_(self.ada[1].weight), nn.init.zeros_(self.ada[1].bias)  # adaLN-Zero
+        if context_dim:  # cross-attention to the text tokens, zero at the start
+            self.norm_x, self.q, self.kv = nn.LayerNorm(D), nn.Linear(D, D), nn.Linear(context_dim, 2 * D)
+            self.cross_proj = nn.Linear(D, D)
+            nn.init.zeros_(self.cross_proj.weight), nn.init.zeros_(self.cross_proj.bias)
+        self.context_dim = context_dim
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
         B, N, D = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # (B, h, N, d)
         return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, D))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def cross_attention(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        B, N, D = x.shape
+        q = self.q(self.norm_x(x)).view(B, N, self.heads, D // self.heads).transpose(1, 2)  # (B, h, N, d)
+        k, v = self.kv(tokens).view(B, -1, 2, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # (B, h, L, d)
+        return self.cross_proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, D))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, text: Text | None = None) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=1)  # (B, D) each
         x = x + gate1[:, None] * self.attention(modulate(self.norm1(x), shift1, scale1))
+        if self.context_dim:
+            x = x + self.cross_attention(x, text.tokens)
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
@@ -69,7 +88,7 @@ class DiT(nn.Module):
     """The denoiser: patchify, + positions, adaLN-Zero blocks conditioned on embed(t) + embed(y), unpatchify."""
 
     def __init__(self, cfg: DiTNetConfig, in_channels: int, image_size: tuple[int, int], num_classes: int = 0,
-                 out_channels: int | None = None):
+                 out_channels: int | None = None, context_dim: int = 0):
         super().__init__()
         H, W = image_size
         p, D = cfg.patch, cfg.hidden
@@ -86,7 +105,8 @@ class DiT(nn.Module):
             self.pos = nn.Parameter(0.02 * torch.randn(1, self.h * self.w, D))
         self.t_mlp = nn.Sequential(nn.Linear(256, D), nn.SiLU(), nn.Linear(D, D))
         self.y_emb = nn.Embedding(num_classes + 1, D) if num_classes else None  # row K = null label
-        self.blocks = nn.ModuleList([DiTBlock(D, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)])
+        self.pooled_proj = nn.Linear(context_dim, D) if context_dim else None  # text: pooled -> c
+        self.blocks = nn.ModuleList([DiTBlock(D, cfg.heads, cfg.mlp_ratio, context_dim) for _ in range(cfg.depth)])
         self.norm_out = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
         self.out = nn.Linear(D, p * p * self.C_out)
@@ -99,13 +119,16 @@ class DiT(nn.Module):
         x = x.view(B, self.h, self.w, p, p, C)
         return torch.einsum("bhwpqc->bchpwq", x).reshape(B, C, self.h * p, self.w * p)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | Text | None = None) -> torch.Tensor:
         x = self.patchify(x_t).flatten(2).transpose(1, 2) + self.pos  # (B, N, D)
         c = self.t_mlp(timestep_embedding(t, 256))  # (B, D)
+        text = y if self.pooled_proj is not None else None
         if self.y_emb is not None:
             c = c + self.y_emb(y if y is not None else torch.full_like(t, self.num_classes).long())
+        if text is not None:
+            c = c + self.pooled_proj(text.pooled)
         for block in self.blocks:
-            x = block(x, c)
+            x = block(x, c, text)
         shift, scale = self.ada_out(c).chunk(2, dim=1)
         return self.unpatchify(self.out(modulate(self.norm_out(x), shift, scale)))  # (B, C, H, W)
 
@@ -113,10 +136,12 @@ class DiT(nn.Module):
 class DiTDiffusion(DDPM):
     """The ddpm family's process, samplers and guidance with a DiT denoiser."""
 
-    def __init__(self, cfg: DiTConfig, image_shape: tuple[int, int, int], num_classes: int = 0):
+    def __init__(self, cfg: DiTConfig, image_shape: tuple[int, int, int], num_classes: int = 0,
+                 text_encoder: nn.Module | None = None):
         C, H, W = image_shape
-        net = DiT(cfg, C, (H, W), classes(cfg, num_classes))
-        super().__init__(cfg, image_shape, num_classes, net=net)
+        K = 0 if text_encoder is not None else classes(cfg, num_classes)  # a caption replaces the label
+        net = DiT(cfg, C, (H, W), K, context_dim=text_encoder.cfg.d_model if text_encoder is not None else 0)
+        super().__init__(cfg, image_shape, num_classes, net=net, text_encoder=text_encoder)
 
 
 # ----------------------------------------------------------------------------------------
@@ -138,6 +163,8 @@ class DiTNetConfig:
 @dataclass
 class DiTConfig(DiffusionConfig, DiTNetConfig):
     """The network's keys and the process's (DiffusionConfig, as in ddpm)."""
+
+    text_encoder: str = ""  # a finished clip run: condition on captions through cross-attention (as ddpm)
 
 
 PRESETS = {

@@ -42,7 +42,7 @@ class LatentDiffusion(GenerativeModel):
     process_model: type = DDPM  # the model over the latents; the flow family's LatentFlow puts RectifiedFlow here
 
     def __init__(self, cfg: LDMConfig, image_shape: tuple[int, int, int], num_classes: int = 0,
-                 autoencoder: nn.Module | None = None):
+                 autoencoder: nn.Module | None = None, text_encoder: nn.Module | None = None):
         super().__init__()
         if autoencoder is None:
             raise ConfigError("ldm needs a first stage: train one (`genzoo train vae --set model.latent_channels=4 "
@@ -57,9 +57,12 @@ class LatentDiffusion(GenerativeModel):
             raise ConfigError("this vae has a vector latent; ldm needs a spatial one: train the vae with "
                               "--set model.latent_channels=4")
         c, h, w = self.latent_shape
-        K = classes(cfg, num_classes)
-        net = UNet(cfg, c, h, K) if cfg.denoiser == "unet" else DiT(cfg, c, (h, w), K)
-        self.diffusion = self.process_model(cfg, self.latent_shape, num_classes, net=net)
+        K = 0 if text_encoder is not None else classes(cfg, num_classes)  # a caption replaces the label
+        context = {"text_encoder": text_encoder} if text_encoder is not None else {}
+        d_ctx = text_encoder.cfg.d_model if text_encoder is not None else 0
+        net = UNet(cfg, c, h, K, context_dim=d_ctx) if cfg.denoiser == "unet" else DiT(cfg, c, (h, w), K,
+                                                                                        context_dim=d_ctx)
+        self.diffusion = self.process_model(cfg, self.latent_shape, num_classes, net=net, **context)
         self.num_classes = self.diffusion.num_classes
         self.register_buffer("latent_scale", torch.ones(()))
 
@@ -86,16 +89,21 @@ class LatentDiffusion(GenerativeModel):
 
     # -- the family contract --------------------------------------------------------------
     def parameters_for(self, phase: str):
-        return self.diffusion.parameters()
+        return self.diffusion.parameters_for(phase)
+
+    @property
+    def text_encoder(self) -> nn.Module | None:
+        return self.diffusion.text_encoder
 
     def loss(self, batch, phase: str = "main") -> dict[str, torch.Tensor]:
         z = batch.latents if batch.latents is not None else self.encode(batch.images)
-        return self.diffusion.loss(Batch(z * self.latent_scale, batch.labels), phase)
+        return self.diffusion.loss(Batch(z * self.latent_scale, batch.labels, text=batch.text), phase)
 
     @torch.no_grad()
     def sample(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               **knobs) -> torch.Tensor:
-        z = self.diffusion.sample_x0(n, labels=labels, generator=generator, **knobs)  # (n, c, h, w)
+               text: torch.Tensor | None = None, **knobs) -> torch.Tensor:
+        text = {"text": text} if text is not None else {}  # the flow process takes no text yet
+        z = self.diffusion.sample_x0(n, labels=labels, generator=generator, **text, **knobs)  # (n, c, h, w)
         return self.decode(z / self.latent_scale)
 
     def network_evaluations(self, **knobs) -> int:
@@ -117,6 +125,7 @@ class LDMConfig(DiffusionConfig, DiTNetConfig, UNetConfig):
     """The first stage, the choice of denoiser, both denoisers' keys (`heads` is shared) and the process's."""
 
     autoencoder: str = ""  # the first stage: a finished vae (latent_channels > 0) or vqvae run directory
+    text_encoder: str = ""  # a finished clip run: condition on captions through cross-attention (as ddpm)
     denoiser: Literal["unet", "dit"] = "unet"
     # defaults sized for 7x7 latents: the U-Net's (models/unet.py) ...
     channels: Annotated[int, Range("[1, 4096]")] = 64

@@ -8,12 +8,22 @@ self-attention at the resolutions listed in `attn_res`; then a strided downsampl
 connections, and nearest-neighbour upsampling. Output and residual branches start at zero (iDDPM), so the
 network is the zero function at initialisation. The class embedding has one extra row, the null label
 used by classifier-free guidance (Ho & Salimans 2022).
+
+Text conditioning (Rombach et al. 2022, Sec. 3.3), with `context_dim` > 0: y is a `Text` pair, the frozen
+text encoder's token embeddings (B, L, d_ctx) and its pooled embedding (B, d_ctx). Each attention resolution
+(and the middle) gets a cross-attention after its self-attention, queries from the feature map and keys and
+values from the tokens,
+
+    h <- h + W_o softmax(Q(h) K(tokens)^T / sqrt(d)) V(tokens)        (zero-initialised W_o)
+
+and the pooled embedding is projected and added to the time embedding (as SDXL does).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -47,23 +57,56 @@ class Attention(nn.Module):
         return x + self.proj(h.transpose(-1, -2).reshape(B, C, H, W))  # (B, heads, HW, C/heads) -> (B, C, H, W)
 
 
-class TimestepBlock(nn.Module):
-    """A residual block optionally followed by attention; takes the embedding."""
+class Text(NamedTuple):
+    """A text condition: the frozen encoder's token embeddings (B, L, d_ctx) and pooled embedding (B, d_ctx)."""
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, attn: bool, heads: int):
+    tokens: torch.Tensor
+    pooled: torch.Tensor
+
+
+class CrossAttention(nn.Module):
+    """The feature map's positions attend to the text tokens, with a residual connection. `keep_maps=True`
+    keeps the last attention weights (B, heads, H W, L) in `maps`, for pictures of which word each pixel reads."""
+
+    def __init__(self, channels: int, context_dim: int, heads: int = 1):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"attention width {channels} is not divisible by model.heads={heads}")
+        self.heads, self.keep_maps, self.maps = heads, False, None
+        self.norm, self.q = group_norm(channels), nn.Conv2d(channels, channels, 1)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.proj = zero_(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        q = self.q(self.norm(x)).reshape(B, self.heads, C // self.heads, H * W).transpose(-1, -2)  # (B, h, HW, c)
+        k, v = self.kv(tokens).view(B, -1, 2, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # (B, h, L, c)
+        if self.keep_maps:
+            self.maps = torch.softmax(q @ k.transpose(-1, -2) / (C // self.heads) ** 0.5, -1)  # (B, h, HW, L)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, h, HW, c)
+        return x + self.proj(out.transpose(-1, -2).reshape(B, C, H, W))
+
+
+class TimestepBlock(nn.Module):
+    """A residual block optionally followed by attention (and cross-attention to text); takes the embedding."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, attn: bool, heads: int,
+                 context_dim: int = 0):
         super().__init__()
         self.res = ResBlock(c_in, c_out, emb_dim, dropout)
         zero_(self.res.conv2)
         self.attn = Attention(c_out, heads) if attn else None
+        self.cross = CrossAttention(c_out, context_dim, heads) if attn and context_dim else None
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, text: Text | None = None) -> torch.Tensor:
         x = self.res(x, emb)
-        return self.attn(x) if self.attn is not None else x
+        x = self.attn(x) if self.attn is not None else x
+        return self.cross(x, text.tokens) if self.cross is not None else x
 
 
 class UNet(nn.Module):
     def __init__(self, cfg: UNetConfig, in_channels: int, image_size: int, num_classes: int = 0,
-                 out_channels: int | None = None):
+                 out_channels: int | None = None, context_dim: int = 0):
         super().__init__()
         down = 2 ** (len(cfg.ch_mult) - 1)
         if image_size % down:
@@ -73,25 +116,26 @@ class UNet(nn.Module):
         self.ch, self.num_classes = ch, num_classes
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.label_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None  # row K = null label
+        self.pooled_proj = nn.Linear(context_dim, emb_dim) if context_dim else None  # text: pooled -> time emb
+        blk = functools.partial(TimestepBlock, emb_dim=emb_dim, dropout=cfg.dropout, heads=cfg.heads,
+                                context_dim=context_dim)
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
 
         self.down, skips, c, res = nn.ModuleList(), [ch], ch, image_size
         for i, mult in enumerate(cfg.ch_mult):
             for _ in range(cfg.blocks):
-                self.down.append(TimestepBlock(c, ch * mult, emb_dim, cfg.dropout, res in cfg.attn_res, cfg.heads))
+                self.down.append(blk(c, ch * mult, attn=res in cfg.attn_res))
                 c = ch * mult
                 skips.append(c)
             if i < len(cfg.ch_mult) - 1:
                 self.down.append(Downsample(c))
                 skips.append(c)
                 res //= 2
-        self.mid = nn.ModuleList([TimestepBlock(c, c, emb_dim, cfg.dropout, True, cfg.heads),
-                                  TimestepBlock(c, c, emb_dim, cfg.dropout, False, cfg.heads)])
+        self.mid = nn.ModuleList([blk(c, c, attn=True), blk(c, c, attn=False)])
         self.up = nn.ModuleList()
         for i, mult in reversed(list(enumerate(cfg.ch_mult))):
             for _ in range(cfg.blocks + 1):
-                self.up.append(TimestepBlock(c + skips.pop(), ch * mult, emb_dim, cfg.dropout, res in cfg.attn_res,
-                                             cfg.heads))
+                self.up.append(blk(c + skips.pop(), ch * mult, attn=res in cfg.attn_res))
                 c = ch * mult
             if i > 0:
                 self.up.append(Upsample(c))
@@ -99,22 +143,25 @@ class UNet(nn.Module):
         self.out = nn.Sequential(group_norm(c), nn.SiLU(), zero_(nn.Conv2d(c, out_channels or in_channels, 3,
                                                                             padding=1)))
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """x_t (B, C, H, W), t (B,) timesteps, y (B,) labels in 0..K (K = null label) or None."""
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | Text | None = None) -> torch.Tensor:
+        """x_t (B, C, H, W), t (B,) timesteps, y (B,) labels in 0..K (K = null label), a `Text`, or None."""
         emb = self.time_mlp(timestep_embedding(t, self.ch))  # (B, 4ch)
+        text = y if self.pooled_proj is not None else None
         if self.label_emb is not None:
             emb = emb + self.label_emb(y if y is not None else torch.full_like(t, self.num_classes).long())
+        if text is not None:
+            emb = emb + self.pooled_proj(text.pooled)
         emb = F.silu(emb)  # DDPM applies the nonlinearity before each block's projection; once is enough
         h = self.conv_in(x_t)  # (B, ch, H, W)
         hs = [h]
         for layer in self.down:
-            h = layer(h, emb) if isinstance(layer, TimestepBlock) else layer(h)
+            h = layer(h, emb, text) if isinstance(layer, TimestepBlock) else layer(h)
             hs.append(h)
         for layer in self.mid:
-            h = layer(h, emb)
+            h = layer(h, emb, text)
         for layer in self.up:
             if isinstance(layer, TimestepBlock):
-                h = layer(torch.cat([h, hs.pop()], dim=1), emb)
+                h = layer(torch.cat([h, hs.pop()], dim=1), emb, text)
             else:
                 h = layer(h)
         return self.out(h)  # (B, out_channels, H, W)

@@ -97,26 +97,50 @@ def test_no_capability_is_discovered_by_hasattr():
                     pytest.fail(f"{path.relative_to(root)}: capability sniffing: {line.strip()}")
 
 
-def build(family: str, conditional: bool, seed: int = 0, first: str | None = None):
-    """A fresh tiny model of `family`; with `first`, its second stage on a fresh tiny first stage of that family."""
+def tiny_clip():
+    """A fresh tiny text encoder (the zoo's CLIP component) for the text-conditioned cases."""
+    from genzoo.models.clip import CLIP, CLIPConfig
+
+    torch.manual_seed(0)
+    return CLIP(CLIPConfig(channels=8, ch_mult=(1, 2), blocks=0, d_model=16, n_layers=1, embed_dim=16), SHAPE)
+
+
+def build(family: str, conditional: bool | str, seed: int = 0, first: str | None = None):
+    """A fresh tiny model of `family`; with `first`, its second stage on a fresh tiny first stage of that family.
+    conditional: False, True (class labels) or "text" (captions through a tiny CLIP's text encoder)."""
     overrides = ["model.autoencoder=fresh"] if first else []
     cfg = resolve_config(family, preset="tiny", overrides=overrides)
-    if conditional:
+    if conditional is True:
         cfg.model.class_cond = True
+    extra = {"text_encoder": tiny_clip()} if conditional == "text" else {}
     torch.manual_seed(seed)
     fam = FAMILIES[family]
     cls = fam.model_for(cfg.model)
     if first is None:
-        return cls(cfg.model, image_shape=SHAPE, num_classes=CLASSES), cfg
+        return cls(cfg.model, image_shape=SHAPE, num_classes=CLASSES, **extra), cfg
     first_cfg = resolve_config(first, preset="tiny", overrides=FIRST_STAGE_OVERRIDES.get(first, []))
     autoencoder = FAMILIES[first].model(first_cfg.model, image_shape=SHAPE, num_classes=CLASSES)
-    return cls(cfg.model, image_shape=SHAPE, num_classes=CLASSES, autoencoder=autoencoder), cfg
+    return cls(cfg.model, image_shape=SHAPE, num_classes=CLASSES, autoencoder=autoencoder, **extra), cfg
+
+
+def captions(n: int) -> torch.Tensor:
+    from genzoo.datasets.captions import Tokenizer
+
+    return Tokenizer().encode_batch([["a thick 3", "", "the digit 7, thin and upright"][i % 3] for i in range(n)])
 
 
 def batch(n=8, seed=0):
+    """Images, labels and caption tokens (read by the text-conditioned cases only)."""
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, *SHAPE), generator=g).float() / 127.5 - 1
-    return Batch(images, torch.randint(0, CLASSES, (n,), generator=g))
+    return Batch(images, torch.randint(0, CLASSES, (n,), generator=g), text=captions(n))
+
+
+def condition(conditional: bool | str, n: int) -> dict:
+    """sample()'s condition: labels cycling through the classes, caption tokens, or nothing."""
+    if conditional == "text":
+        return {"text": captions(n)}
+    return {"labels": torch.arange(n) % CLASSES if conditional else None}
 
 
 def first_stages(fam: Family) -> list[str | None]:
@@ -127,16 +151,23 @@ def first_stages(fam: Family) -> list[str | None]:
     return out
 
 
+def takes_text(fam: Family) -> bool:
+    """The family's config names a text encoder run (`model.text_encoder`)."""
+    return "text_encoder" in {f.name for f in dataclasses.fields(fam.config)}
+
+
 MODELS = [(f, first) for f, fam in FAMILIES.items() for first in first_stages(fam)]
-CASES = [(f, first, c) for f, first in MODELS for c in (False, True)]
-IDS = [f"{f}{'-on-' + first if first else ''}-{'cond' if c else 'uncond'}" for f, first, c in CASES]
+CASES = [(f, first, c) for f, first in MODELS for c in (False, True)] + [
+    (f, first, "text") for f, first in MODELS if takes_text(FAMILIES[f])]
+IDS = [f"{f}{'-on-' + first if first else ''}-{ {False: 'uncond', True: 'cond', 'text': 'text'}[c]}"
+       for f, first, c in CASES]
 
 
 @pytest.mark.parametrize("family, first, conditional", CASES, ids=IDS)
 def test_loss_is_a_finite_scalar_for_every_phase(family, first, conditional):
     model, _ = build(family, conditional, first=first)
     assert model.phases and all(isinstance(p, str) for p in model.phases)
-    assert model.num_classes == (CLASSES if conditional else 0)
+    assert model.num_classes == (CLASSES if conditional is True else 0)
     for phase in model.phases:
         terms = model.loss(batch(), phase)
         assert terms["loss"].ndim == 0 and torch.isfinite(terms["loss"])
@@ -158,11 +189,10 @@ def test_gradients_reach_exactly_the_phase_parameters(family, first, conditional
 def test_sample_shape_range_and_determinism(family, first, conditional):
     model, cfg = build(family, conditional, first=first)
     model.eval()
-    labels = torch.arange(6) % CLASSES if conditional else None
     knobs = vars(cfg.sampler)
 
     def draw(seed):
-        return model.sample(6, labels=labels, generator=torch.Generator().manual_seed(seed), **knobs)
+        return model.sample(6, generator=torch.Generator().manual_seed(seed), **condition(conditional, 6), **knobs)
 
     x = draw(0)
     assert x.shape == (6, *SHAPE) and not x.requires_grad
@@ -177,9 +207,8 @@ def test_state_dict_round_trip_gives_the_same_model(family, first, conditional):
     other, _ = build(family, conditional, seed=1, first=first)
     other.load_state_dict(model.state_dict())
     model.eval(), other.eval()
-    labels = torch.arange(4) % CLASSES if conditional else None
-    a = model.sample(4, labels=labels, generator=torch.Generator().manual_seed(3), **vars(cfg.sampler))
-    b = other.sample(4, labels=labels, generator=torch.Generator().manual_seed(3), **vars(cfg.sampler))
+    a = model.sample(4, generator=torch.Generator().manual_seed(3), **condition(conditional, 4), **vars(cfg.sampler))
+    b = other.sample(4, generator=torch.Generator().manual_seed(3), **condition(conditional, 4), **vars(cfg.sampler))
     assert torch.equal(a, b)
 
 

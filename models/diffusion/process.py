@@ -126,8 +126,12 @@ class GaussianDiffusion:
         """-ELBO / (D ln 2) per image: L_T + sum_{t>=1} L_{t-1} + L_0 (eq. 5).
 
         L_T and L_0 (a discretized Gaussian decoder, eq. 13) are exact. The T-1 KL terms are summed
-        exactly when `terms` = 0 (T - 1 network passes), otherwise estimated without bias from `terms`
-        stratified timesteps (the same for the whole batch), so the value is an estimate of the bound.
+        exactly when `terms` = 0 (T - 1 network passes), otherwise estimated without bias from about
+        `terms` passes: t = 1..terms/2 exactly, the rest by one timestep drawn in each of terms/2 strata whose
+        widths grow geometrically, weighted by its stratum's width (the same draws for the whole batch).
+        The terms fall off roughly as 1/t (the posterior variance is tiny at small t), so equal-width strata
+        put most of the bound into one sampled term: on a 2.5-minute MNIST model those estimates ranged from
+        2.0 to 15.5 bits/dim around an exact 3.3.
         """
         B, D = x0.shape[0], x0[0].numel()
         dev = x0.device
@@ -143,20 +147,23 @@ class GaussianDiffusion:
         decoder = -discretized_gaussian_log_prob(x0, mean, 0.5 * log_var).flatten(1).sum(1)  # (B,)
         # L_{t-1}, t = 1..T-1: KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))
         if terms <= 0 or terms >= self.T - 1:
-            ts, weight = list(range(1, self.T)), 1.0
+            ts, weights = list(range(1, self.T)), [1.0] * (self.T - 1)
         else:
+            exact = max(1, terms // 2)  # t = 1..exact summed exactly
+            k = max(1, terms - exact)  # geometric strata [lo, hi) over exact+1..T-1
+            edges = sorted({round((exact + 1) * (self.T / (exact + 1)) ** (i / k)) for i in range(k + 1)})
             u = torch.rand((), generator=generator, device=dev).item()
-            ts = [1 + int((i + u) * (self.T - 1) / terms) for i in range(terms)]
-            weight = (self.T - 1) / terms
+            ts = list(range(1, exact + 1)) + [lo + int(u * (hi - lo)) for lo, hi in zip(edges, edges[1:])]
+            weights = [1.0] * exact + [float(hi - lo) for lo, hi in zip(edges, edges[1:])]
         kl = torch.zeros(B, device=dev, dtype=x0.dtype)
-        for i in ts:
+        for i, w in zip(ts, weights):
             t = torch.full((B,), i, device=dev)
             x_t = self.q_sample(x0, t, gen(*x0.shape))
             q_mean, q_var = self.q_posterior(x0, x_t, t)
             p_mean, p_log_var = self._p_mean_logvar(denoise, x_t, t, var)
-            kl += 0.5 * (p_log_var - q_var.log() + (q_var + (q_mean - p_mean).pow(2)) / p_log_var.exp()
-                         - 1).flatten(1).sum(1)
-        return nats_to_bits_per_dim(prior + decoder + weight * kl, D)
+            kl += w * 0.5 * (p_log_var - q_var.log() + (q_var + (q_mean - p_mean).pow(2)) / p_log_var.exp()
+                             - 1).flatten(1).sum(1)
+        return nats_to_bits_per_dim(prior + decoder + kl, D)
 
     # -- the probability-flow ODE's likelihood (Song et al. 2021, §4.3 and app. D) -----------------
     def ode_log_likelihood(self, denoise: Callable, x: torch.Tensor, steps: int, probes: int = 1,

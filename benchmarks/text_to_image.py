@@ -1,0 +1,84 @@
+"""Text-to-image at MNIST scale, end to end: the zoo's CLIP, the VAE, a text-conditioned ldm, and the
+class-conditional ldm on the same VAE beside it (docs/text.md, Measured).
+
+    python benchmarks/text_to_image.py --out runs/t2i [--n 1000] [--cfg 1,2,3,4] [--denoiser unet]
+
+Trains (or reuses, when finished) four quick runs with `genzoo train`, timing each: clip, vae
+(model.latent_channels=4), ldm with model.text_encoder=CLIP (data.captions=true) and ldm with class labels.
+Then scores both ldm runs at each guidance scale: the text run from the evaluation prompts
+(`evaluation.text.adherence_prompts`: digit, thickness and slant), the class run from labels. Prints one JSON
+line per run and per (run, scale), and writes OUT/prompt-grid.png: rows = prompts, columns = seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = ("a thin, left-leaning seven", "a thick, right-leaning seven", "a thin, upright three",
+           "a thick, upright three", "a thick, left-leaning zero", "a thin, right-leaning four",
+           "a regular, upright eight", "a thick, right-leaning two")
+
+
+def train(name: str, family: str, out: Path, *sets: str) -> dict:
+    """`genzoo train FAMILY --preset quick` into out/name unless it finished; its wall seconds."""
+    run = out / name
+    cmd = [sys.executable, "-m", "genzoo", "train", family, "--dataset", "mnist", "--preset", "quick", "--out",
+           str(run), "--no-progress", *(["--set", *sets] if sets else [])]
+    if (run / "checkpoint.pt").is_file() and any('"event": "end"' in line for line in
+                                                  (run / "metrics.jsonl").read_text().splitlines()):
+        return {"run": name, "reused": True}
+    t0 = time.time()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    return {"run": name, "command": " ".join(["genzoo", *cmd[3:]]), "wall_s": round(time.time() - t0, 1)}
+
+
+def main() -> None:
+    from genzoo.evaluation.grid import save_grid
+    from genzoo.evaluation.harness import evaluate_run, generate
+    from genzoo.runs import open_run
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="runs/t2i")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--cfg", default="1,2,3,4")
+    p.add_argument("--denoiser", default="unet", choices=("unet", "dit"))
+    p.add_argument("--batch-size", type=int, default=250)
+    a = p.parse_args()
+    out = Path(a.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    ae, clip = out / "ae", out / "clip"
+    rows = [train("clip", "clip", out), train("ae", "vae", out, "model.latent_channels=4"),
+            train(f"ldm-text-{a.denoiser}", "ldm", out, f"model.autoencoder={ae}", f"model.text_encoder={clip}",
+                  "data.captions=true", f"model.denoiser={a.denoiser}"),
+            train(f"ldm-class-{a.denoiser}", "ldm", out, f"model.autoencoder={ae}", f"model.denoiser={a.denoiser}")]
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    for kind in ("text", "class"):
+        run_dir = out / f"ldm-{kind}-{a.denoiser}"
+        for s in [float(x) for x in a.cfg.split(",")]:
+            t0 = time.time()
+            r = evaluate_run(run_dir, n=a.n, metrics=("fd", "acc"), sampler_overrides=[f"cfg_scale={s:g}"],
+                             batch_size=a.batch_size)
+            m = {k: v["value"] for k, v in r["metrics"].items() if isinstance(v, dict) and "value" in v}
+            print(json.dumps({"run": run_dir.name, "cfg_scale": s, "n": a.n, **m, "eval_s": round(time.time() - t0, 1)}),
+                  flush=True)
+    run = open_run(out / f"ldm-text-{a.denoiser}")
+    seeds = 8
+    tokens = run.model.text_encoder.tokenizer.encode_batch([q for q in PROMPTS for _ in range(seeds)])
+    images, _, _ = generate(run.model, len(tokens), seed=0, batch_size=a.batch_size, text=tokens,
+                            knobs={**vars(run.config.sampler), "cfg_scale": 3.0})
+    save_grid(images.float() / 127.5 - 1, out / "prompt-grid.png", nrow=seeds)
+    print(json.dumps({"grid": str(out / "prompt-grid.png"), "prompts": PROMPTS, "cfg_scale": 3.0}), flush=True)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(2)
+    main()
