@@ -2,6 +2,7 @@
 class-conditional ldm on the same VAE beside it (docs/text.md, Measured).
 
     python benchmarks/text_to_image.py --out runs/t2i [--n 1000] [--cfg 1,2,3,4] [--denoiser unet]
+        [--sampler "name=dpm++2m steps=20"]
 
 Trains (or reuses, when finished) four quick runs with `genzoo train`, timing each: clip, vae
 (model.latent_channels=4), ldm with model.text_encoder=CLIP (data.captions=true) and ldm with class labels.
@@ -41,6 +42,7 @@ def train(name: str, family: str, out: Path, *sets: str) -> dict:
 
 
 def main() -> None:
+    from genzoo.config import apply_overrides
     from genzoo.evaluation.grid import save_grid
     from genzoo.evaluation.harness import evaluate_run, generate
     from genzoo.runs import open_run
@@ -51,6 +53,7 @@ def main() -> None:
     p.add_argument("--cfg", default="1,2,3,4")
     p.add_argument("--denoiser", default="unet", choices=("unet", "dit"))
     p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--sampler", default="name=dpm++2m steps=20", help="sampler knobs of every evaluation")
     a = p.parse_args()
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -65,16 +68,17 @@ def main() -> None:
         run_dir = out / f"ldm-{kind}-{a.denoiser}"
         for s in [float(x) for x in a.cfg.split(",")]:
             t0 = time.time()
-            r = evaluate_run(run_dir, n=a.n, metrics=("fd", "acc"), sampler_overrides=[f"cfg_scale={s:g}"],
+            r = evaluate_run(run_dir, n=a.n, metrics=("fd", "acc"), sampler_overrides=[*a.sampler.split(), f"cfg_scale={s:g}"],
                              batch_size=a.batch_size)
             m = {k: v["value"] for k, v in r["metrics"].items() if isinstance(v, dict) and "value" in v}
             print(json.dumps({"run": run_dir.name, "cfg_scale": s, "n": a.n, **m, "eval_s": round(time.time() - t0, 1)}),
                   flush=True)
     run = open_run(out / f"ldm-text-{a.denoiser}")
+    apply_overrides(run.config, [f"sampler.{kv}" for kv in a.sampler.split()] + ["sampler.cfg_scale=3"])
     seeds = 8
     tokens = run.model.text_encoder.tokenizer.encode_batch([q for q in PROMPTS for _ in range(seeds)])
     images, _, _ = generate(run.model, len(tokens), seed=0, batch_size=a.batch_size, text=tokens,
-                            knobs={**vars(run.config.sampler), "cfg_scale": 3.0})
+                            knobs=vars(run.config.sampler))
     save_grid(images.float() / 127.5 - 1, out / "prompt-grid.png", nrow=seeds)
     print(json.dumps({"grid": str(out / "prompt-grid.png"), "prompts": PROMPTS, "cfg_scale": 3.0}), flush=True)
 
