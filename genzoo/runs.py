@@ -32,6 +32,8 @@ def build_model(cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: 
     cls = get_family(cfg.family).model_for(cfg.model)
     kwargs = {}
     if getattr(cfg.model, "text_encoder", ""):  # a finished clip run: its frozen text encoder
+        if not cfg.data.captions:
+            raise ConfigError("model.text_encoder conditions on captions: add data.captions=true")
         kwargs["text_encoder"] = frozen_component(cfg.model.text_encoder, "clip", "model.text_encoder")
     source = cfg.model.autoencoder if cls.autoencoder_families else ""
     if not source:

@@ -137,6 +137,14 @@ def test_the_dit_reads_the_words_through_cross_attention():
     assert torch.equal(a[0], b[0]) and not torch.allclose(a[1], b[1])
 
 
+def test_a_text_encoder_without_captions_stops_before_training(tmp_path, capsys):
+    assert main(["train", "ddpm", "--dataset", "synthetic", "--preset", "tiny", "--out", str(tmp_path / "r"),
+                 "--no-progress", "--set", f"model.text_encoder={tmp_path / 'clip'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "add data.captions=true" in err[0]
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
 def test_sample_prompt_is_refused_by_a_run_without_text(tmp_path, capsys):
     from genzoo.train.trainer import train
 
