@@ -34,35 +34,29 @@ def build_model(cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: 
     if getattr(cfg.model, "text_encoder", ""):  # a finished clip run: its frozen text encoder
         if not cfg.data.captions:
             raise ConfigError("model.text_encoder conditions on captions: add data.captions=true")
-        kwargs["text_encoder"] = frozen_component(cfg.model.text_encoder, "clip", "model.text_encoder")
+        kwargs["text_encoder"] = frozen_run(cfg.model.text_encoder, ("clip",), "model.text_encoder", cfg.family).model
     source = cfg.model.autoencoder if cls.autoencoder_families else ""
     if not source:
         return cls(cfg.model, image_shape=image_shape, num_classes=num_classes, **kwargs)
-    accepted = cls.autoencoder_families
-    if not (Path(source) / ckpt.CONFIG).is_file():
-        raise CheckpointError(f"model.autoencoder={source} is not a finished genzoo run; train the first stage "
-                              f"first, e.g. `genzoo train {accepted[0] if accepted else 'vae'} --out {source}`")
-    first = open_run(source)
-    if first.config.family not in accepted:
-        raise ConfigError(f"model.autoencoder={source} is a {first.config.family!r} run; {cfg.family} needs one of: "
-                          f"{', '.join(accepted)}")
+    first = frozen_run(source, cls.autoencoder_families, "model.autoencoder", cfg.family)
     if tuple(first.image_shape) != tuple(image_shape):
         raise ConfigError(f"model.autoencoder={source} was trained on {first.image_shape} images, this run's data is "
                           f"{tuple(image_shape)}; use the same dataset for both stages")
-    for p in first.model.parameters():
-        p.requires_grad_(False)
     return cls(cfg.model, image_shape=image_shape, num_classes=num_classes, autoencoder=first.model, **kwargs)
 
 
-def frozen_component(source: str, family: str, key: str) -> torch.nn.Module:
-    """The EMA model of the finished `family` run in `source` (named by config key `key`), frozen."""
+def frozen_run(source: str, accepted: tuple[str, ...], key: str, family: str) -> Run:
+    """The finished run in `source` (config key `key` of a `family` run names it), one of the `accepted`
+    families, with its EMA model frozen (in eval mode, no gradients)."""
     if not (Path(source) / ckpt.CONFIG).is_file():
         raise CheckpointError(f"{key}={source} is not a finished genzoo run; train it first, e.g. "
-                              f"`genzoo train {family} --dataset mnist --out {source}`")
+                              f"`genzoo train {accepted[0] if accepted else 'vae'} --out {source}`")
     run = open_run(source)
-    if run.config.family != family:
-        raise ConfigError(f"{key}={source} is a {run.config.family!r} run; it must be a {family} run")
-    return run.model.eval().requires_grad_(False)
+    if run.config.family not in accepted:
+        raise ConfigError(f"{key}={source} is a {run.config.family!r} run; {family} needs one of: "
+                          f"{', '.join(accepted)}")
+    run.model.eval().requires_grad_(False)
+    return run
 
 
 def memory_format_for(device: str | torch.device) -> torch.memory_format:
