@@ -24,7 +24,9 @@ from genzoo.errors import ConfigError
 from genzoo.evaluation import metrics as M
 from genzoo.evaluation.runlog import training_cost
 
-METRICS = ("fid", "fd", "kid", "pr", "is", "acc", "bpd")  # acc: requested-class accuracy (labelled samples)
+# acc: requested-class accuracy (labelled samples); bpd_ode: the probability-flow ODE estimate of a model that offers
+# it beside its declared likelihood (ddpm, dit: contract `ode_likelihood`)
+METRICS = ("fid", "fd", "kid", "pr", "is", "acc", "bpd", "bpd_ode")
 REFERENCE_SEED = 0  # the reference subset is the first n of this fixed permutation
 
 
@@ -193,15 +195,18 @@ def evaluate_images(images: torch.Tensor, *, dataset: str | None = None, referen
 
 @torch.no_grad()
 def generate(model, n: int, *, seed: int = 0, batch_size: int = 256, device="cpu", knobs=None,
-             progress: bool = False, text: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-    """n uint8 samples (labels cycle through the classes if conditional; `text`: (n, context) caption tokens of
-    a text-conditioned model, one per sample) and the sampling images/s."""
+             progress: bool = False, text: torch.Tensor | None = None,
+             labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """n uint8 samples (labels cycle through the classes if conditional, unless given: (n,); `text`: (n, context)
+    caption tokens of a text-conditioned model, one per sample, with `labels` the classes the prompts name, which
+    classifier guidance reads) and the sampling images/s."""
     from tqdm.auto import tqdm
 
     from genzoo.evaluation.grid import to_uint8
 
     K = model.num_classes
-    labels = torch.arange(n) % K if K else None
+    if labels is None:
+        labels = torch.arange(n) % K if K else None
     gen = torch.Generator(device).manual_seed(seed)
     chunks, t0 = [], time.perf_counter()
     for i in tqdm(range(0, n, batch_size), disable=not progress, desc="sampling", unit="batch"):
@@ -245,14 +250,13 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
     if device != "cpu" and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     clip = getattr(run.model, "text_encoder", None)  # a text-conditioned model samples from evaluation prompts
-    image_metrics = tuple(m for m in metrics if m != "bpd" and (m != "acc" or run.model.num_classes or clip))
+    image_metrics = tuple(m for m in metrics if m not in ("bpd", "bpd_ode") and (m != "acc" or run.model.num_classes or clip))
     prompts = text.adherence_prompts(run.config.data.dataset, n) if clip is not None and image_metrics else None
     tokens = None if prompts is None else clip.tokenizer.encode_batch(prompts.texts)
     images, labels, sample_rate = (generate(run.model, n, seed=seed, batch_size=batch_size, device=device,
-                                            knobs=knobs, progress=progress, text=tokens)
+                                            knobs=knobs, progress=progress, text=tokens,
+                                            labels=None if prompts is None else prompts.labels)  # the named classes
                                    if image_metrics else (None, None, None))
-    if prompts is not None:
-        labels = prompts.labels  # the class each prompt names
     weights = ("ema" if ema else "raw") + (" best.pt" if best else "")
     protocol = {"family": run.config.family, "step": run.step, "weights": weights, "sampler": dict(knobs)}
     out = {"run": str(run_dir), "family": run.config.family, "dataset": run.config.data.dataset, "step": run.step,
@@ -272,6 +276,12 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
         out["metrics"]["bpd"] = {"value": bpd, "protocol": {
             "metric": f"bits/dim ({kind})", "reference": f"{run.config.data.dataset}/test", "n_reference": n_bpd or n,
             **protocol, "comparable_to_literature": False}}
+    ode_kind = getattr(run.model, "ode_likelihood", None)
+    if "bpd_ode" in metrics and ode_kind is not None:
+        bpd = test_bits_per_dim(run.model, run.config.data, n_bpd or n, device=device, estimator="ode")
+        out["metrics"]["bpd_ode"] = {"value": bpd, "protocol": {
+            "metric": f"bits/dim ({ode_kind})", "reference": f"{run.config.data.dataset}/test",
+            "n_reference": n_bpd or n, **protocol, "comparable_to_literature": False}}
     nfe = run.model.network_evaluations(**knobs)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device != "cpu" and torch.cuda.is_available()
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -289,7 +299,8 @@ def evaluate_component(run_dir: str | Path, *, n: int = 5000, ema: bool = True, 
     from genzoo.evaluation import text
     from genzoo.runs import open_run
 
-    scores = {"clip": text.clip_scores}  # component -> its scores (images, labels, dataset) -> dict
+    # component -> its scores (model, images, labels, dataset) -> dict
+    scores = {"clip": text.clip_scores, "noisy-classifier": noisy_classifier_scores}
     run = open_run(run_dir, ema=ema, device=device)
     test = datasets.load_from_config(run.config.data, "test")
     n = min(n, len(test))
@@ -362,3 +373,22 @@ class InLoopFD:
     def __call__(self, model, n: int, *, seed: int = 0, knobs=None) -> float:
         images, _, _ = generate(model, n, seed=seed, device=self.device, knobs=knobs)
         return M.frechet_distance(*M.feature_stats(self.extractor.features(images)), self.ref["mu"], self.ref["sigma"])
+
+
+@torch.no_grad()
+def noisy_classifier_scores(model, images: torch.Tensor, labels: torch.Tensor, dataset: str,
+                            batch_size: int = 500) -> dict:
+    """A noisy classifier's test accuracy at five noise levels t = 0, T/4, T/2, 3T/4, T-1 (noise seed 0)."""
+    device = next(model.parameters()).device
+    T = model.cfg.T
+    out, g = {}, torch.Generator().manual_seed(0)
+    for t in (0, T // 4, T // 2, 3 * T // 4, T - 1):
+        right = 0
+        for i in range(0, len(images), batch_size):
+            x0 = images[i:i + batch_size].float().div(127.5).sub(1).to(device)  # uint8 -> [-1, 1]
+            tt = torch.full((len(x0),), t, device=device)
+            x_t = model.process.q_sample(x0, tt, torch.randn(x0.shape, generator=g).to(device))
+            right += int((model(x_t, tt).argmax(1).cpu() == labels[i:i + batch_size]).sum())
+        out[f"accuracy_t{t}"] = right / len(images)
+    return out
+

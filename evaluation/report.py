@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from genzoo.models.diffusion import ode
+
 # Published reference numbers (docs/anchors.md), each with the protocol it was measured under and the
 # condition our result must meet to stand beside it. "secondary" = from a secondary copy of the paper's table.
 FID_50K = {"min_n": 50000, "ref_split": "train", "conditional": False}  # FID-50k vs train, unconditional
@@ -143,7 +145,9 @@ def results_document(entries: list[dict], *, protocol, budget, preset: str | Non
         "budget": None if budget is None else {**asdict(budget), "description": budget.describe()},
         "protocol": {**asdict(protocol), "metrics": metrics, "device": protocol.resolved_device(), "weights": "ema",
                      "reference": f"{dataset}/{protocol.ref_split}", "bits_per_dim": f"first n={min(protocol.n_bpd, protocol.n)} images of "
-                     f"{dataset}/test through the model's log_likelihood, exact or a bound as the family declares"},
+                     f"{dataset}/test through the model's log_likelihood, exact, a bound or an ODE estimate as the "
+                     f"family declares; for a model that offers it beside its bound (ddpm, dit), also the "
+                     f"probability-flow ODE estimate ({ode.LIKELIHOOD_LABEL.removeprefix('estimate ')})"},
         "cost_protocol": COST_PROTOCOL, "machine": machine_info(protocol.resolved_device()),
         "sessions": sessions, "entries": entries, "anchors": ANCHORS,
     }
@@ -205,7 +209,9 @@ def bpd_text(e: dict) -> str:
         return "–"
     metric = b["protocol"]["metric"]  # "bits/dim (<the family's likelihood>)": exact, a bound, or an ODE estimate
     kind = next((k for k in ("exact", "bound", "estimate") if k in metric), "bound")
-    return f"{fmt(b['value'])} ({kind})"
+    text = f"{fmt(b['value'])} ({kind}{', ODE' if 'ODE' in metric else ''})"
+    o = e["eval"]["metrics"].get("bpd_ode")  # the ODE estimate offered beside a bound (ddpm, dit)
+    return text if o is None else f"{text}; {fmt(o['value'])} (estimate, ODE)"
 
 
 def percent(x: float | None) -> str:

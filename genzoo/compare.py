@@ -142,7 +142,8 @@ class Protocol:
     # the unguided row of a guided entry (kept in results.json beside the reported one): its own n, for
     # requested-class accuracy and FD (which reads higher at a smaller n: compare it only at equal n)
     n_unguided: int = 250
-    metrics: tuple[str, ...] = ()  # () = fd,kid,pr,is,acc,bpd where a domain classifier exists, else fid,kid,pr,bpd
+    # () = fd,kid,pr,is,acc,bpd,bpd_ode where a domain classifier exists, else fid,kid,pr,bpd,bpd_ode
+    metrics: tuple[str, ...] = ()
     n_ref: int = 10000
     ref_split: str = "train"
     seed: int = 0
@@ -162,7 +163,9 @@ class Protocol:
 
         if self.metrics:
             return tuple(self.metrics)
-        return ("fd", "kid", "pr", "is", "acc", "bpd") if dataset in EXTRACTORS else ("fid", "kid", "pr", "bpd")
+        likelihoods = ("bpd", "bpd_ode")
+        return ("fd", "kid", "pr", "is", "acc", *likelihoods) if dataset in EXTRACTORS else ("fid", "kid", "pr",
+                                                                                               *likelihoods)
 
     def key(self) -> dict:
         """What an evaluation's result depends on (device and batch size change which random numbers each sample

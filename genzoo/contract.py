@@ -52,6 +52,9 @@ class GenerativeModel(nn.Module):
     Optional capabilities (declare by overriding the class attribute):
       likelihood             harness `bpd`, compare's bits/dim column: None, or what
                              `log_likelihood(batch) -> (B,)` bits/dim returns ("exact", "bound (ELBO)")
+      ode_likelihood         harness `bpd_ode`, a second column beside bits/dim: None, or what
+                             `log_likelihood(batch, estimator="ode")` returns (a probability-flow ODE
+                             estimate offered beside a declared bound, as ddpm does)
       reconstructs           harness `evaluate_reconstruction`, compare's first-stage table:
                              `reconstruct(batch) -> (B, C, H, W)`
       uses_latents           trainer: encode the training set once with the first stage, pass it as
@@ -65,6 +68,7 @@ class GenerativeModel(nn.Module):
     phases: ClassVar[tuple[str, ...]] = ("main",)
     num_classes: int = 0
     likelihood: ClassVar[str | None] = None
+    ode_likelihood: ClassVar[str | None] = None
     reconstructs: ClassVar[bool] = False
     uses_latents: ClassVar[bool] = False
     autoencoder_families: ClassVar[tuple[str, ...]] = ()
@@ -137,7 +141,7 @@ def classes(cfg, num_classes: int) -> int:
 
 
 REQUIRED = ("phases", "num_classes", "parameters_for", "loss", "sample", "network_evaluations")
-CAPABILITIES = ("likelihood", "reconstructs", "uses_latents", "autoencoder_families")
+CAPABILITIES = ("likelihood", "ode_likelihood", "reconstructs", "uses_latents", "autoencoder_families")
 
 # What a family module gives the registry (`genzoo.registry.Family.from_module`), and who reads it.
 MODULE_NAMES = ("DESCRIPTION",    # `genzoo list`: one line on what the family is

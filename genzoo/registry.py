@@ -15,7 +15,7 @@ from typing import Any
 from genzoo.config import DataConfig, RunConfig, apply_dict, apply_overrides
 from genzoo.contract import MODULE_NAMES, OPTIONAL_MODULE_NAMES
 from genzoo.errors import ConfigError
-from genzoo.models import clip, ddpm, dit, flow, gan, ldm, pixelcnn, transformer, vae, vqvae
+from genzoo.models import clip, ddpm, dit, flow, gan, ldm, noisy_classifier, pixelcnn, transformer, vae, vqvae
 from genzoo.rules import validate
 from genzoo.train.trainer import TrainConfig
 
@@ -65,6 +65,7 @@ FAMILIES: dict[str, Family] = {
 # scored by `genzoo eval`; compare, the family contract test and `genzoo sample` leave them out.
 COMPONENTS: dict[str, Family] = {
     "clip": Family.from_module("clip", clip),
+    "noisy-classifier": Family.from_module("noisy-classifier", noisy_classifier),
 }
 
 

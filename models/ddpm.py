@@ -144,6 +144,7 @@ class DDPM(Denoised):
     """The family: a denoiser `net(x_t, t, y)` (the U-Net unless given) trained and sampled by the process."""
 
     likelihood = "bound (VLB, estimated over timesteps)"
+    ode_likelihood = ode.LIKELIHOOD_LABEL  # log_likelihood(batch, estimator="ode")
 
     def __init__(self, cfg: DiffusionConfig, image_shape: tuple[int, int, int], num_classes: int = 0, net=None,
                  text_encoder: torch.nn.Module | None = None):
@@ -163,10 +164,41 @@ class DDPM(Denoised):
         return {"loss": loss}
 
     def denoiser(self, labels: torch.Tensor | None, cfg_scale: float = 1.0, clip_x0: bool = True,
-                 compile: bool = False):
-        """The callable the samplers use: (x_t, t) -> (x0_hat, eps_hat), with classifier-free guidance."""
+                 compile: bool = False, guide=None):
+        """The callable the samplers use: (x_t, t) -> (x0_hat, eps_hat), with classifier-free guidance, and with
+        classifier guidance when `guide` (x_t, t) -> s grad log p(y | x_t) is given (`classifier_guide`)."""
         out = self.guided(labels, cfg_scale, compile)
-        return lambda x_t, t: self.process.predict(out(x_t, t), x_t, t, clip_x0)
+        if guide is None:
+            return lambda x_t, t: self.process.predict(out(x_t, t), x_t, t, clip_x0)
+
+        def denoise(x_t: torch.Tensor, t: torch.Tensor):
+            _, eps = self.process.predict(out(x_t, t), x_t, t)
+            return self.process.classifier_guided(eps, x_t, t, guide(x_t, t), clip_x0)
+
+        return denoise
+
+    def classifier_guide(self, classifier: str, scale: float, labels: torch.Tensor | None, n: int):
+        """(x_t, t) -> scale * grad_{x_t} log p_phi(labels | x_t, t) from the noisy-classifier run `classifier`
+        (loaded once, frozen, kept out of this model's weights), or None without one or at scale 0."""
+        if not classifier or scale == 0:
+            return None
+        if labels is None:
+            raise ConfigError("classifier guidance steers towards requested classes: sample with labels (a text "
+                              "model takes the class its prompt names)")
+        cache = self.__dict__.setdefault("_classifiers", {})
+        if classifier not in cache:
+            from genzoo.runs import frozen_run  # a run directory, as model.text_encoder is
+
+            clf = frozen_run(classifier, ("noisy-classifier",), "sampler.classifier", "classifier guidance").model
+            if tuple(clf.image_shape) != self.image_shape:
+                raise ConfigError(f"sampler.classifier={classifier} reads {tuple(clf.image_shape)} images; this model "
+                                  f"samples {self.image_shape} (classifier guidance of a latent model needs a "
+                                  f"classifier of its latents, which the zoo does not train yet)")
+            clf.check_process(self.process)
+            cache[classifier] = clf
+        clf = cache[classifier].to(next(self.parameters()).device)
+        y = labels.view(n)
+        return lambda x_t, t: scale * clf.grad_log_prob(x_t, t, y)
 
     @torch.no_grad()
     def sample(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
@@ -177,10 +209,13 @@ class DDPM(Denoised):
     def sample_x0(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
                   text: torch.Tensor | None = None, name: str = "ddim", steps: int = 50, eta: float = 0.0,
                   var: str = "beta_tilde", cfg_scale: float = 1.0, clip_x0: bool = True,
-                  compile: bool = False) -> torch.Tensor:
-        """x_0 from the sampler, unclamped (latent diffusion decodes it); `text` (n, context) caption tokens."""
+                  compile: bool = False, classifier: str = "", classifier_scale: float = 0.0) -> torch.Tensor:
+        """x_0 from the sampler, unclamped (latent diffusion decodes it); `text` (n, context) caption tokens.
+        With `classifier` (a noisy-classifier run) and `classifier_scale` s, classifier guidance towards `labels`
+        (for a text model, the classes its prompts name)."""
         device = next(self.parameters()).device
-        denoise = self.denoiser(self.condition(labels, text, n), cfg_scale, clip_x0, compile)
+        guide = self.classifier_guide(classifier, classifier_scale, labels, n)
+        denoise = self.denoiser(self.condition(labels, text, n), cfg_scale, clip_x0, compile, guide)
         return samplers.sample(name, denoise, self.process, (n, *self.image_shape), steps=steps, eta=eta, var=var,
                                generator=generator, device=device)
 
@@ -245,6 +280,8 @@ class SamplerConfig:
     cfg_scale: Annotated[float, Range("[0, 100]")] = 1.0  # classifier-free guidance; 1 = conditional model as trained
     clip_x0: bool = True  # clip x0_hat to [-1, 1] at every step
     compile: bool = False  # torch.compile the network for sampling (see DDPM.compiled_net)
+    classifier: str = ""  # classifier guidance: a finished noisy-classifier run (models/noisy_classifier.py)
+    classifier_scale: Annotated[float, Range("[0, 1000]")] = 0.0  # its scale s; 0 = no classifier guidance
 
 
 PRESETS = {

@@ -10,9 +10,20 @@ identity. The final layer (adaLN + linear, zero-initialised) maps each token bac
 The `dit` family is the same Gaussian diffusion, samplers and classifier-free guidance as `ddpm`
 (models/ddpm.py) with this network in place of the U-Net.
 
-Text (`context_dim` > 0, y a `Text`, as in the U-Net): each block gets a cross-attention to the text tokens
-between its self-attention and its MLP, x + W_o Attn(LN(x), tokens) with W_o zero-initialised (PixArt-alpha,
-Chen et al. 2023), and the pooled embedding is projected and added to c.
+Text (`context_dim` > 0, y a `Text`, as in the U-Net), two ways (`model.text_attention`):
+
+- `cross` (PixArt-alpha, Chen et al. 2023): each block gets a cross-attention to the text tokens between its
+  self-attention and its MLP, x + W_o Attn(LN(x), tokens) with W_o zero-initialised.
+- `joint` (MM-DiT, Stable Diffusion 3, Esser et al. 2024, Fig. 2): the text tokens, projected to D, are a second
+  stream of tokens s that runs through every block beside the image tokens x. Each stream has its own weights
+  (adaLN-Zero modulation, QKV, output projection, MLP); one attention runs over the concatenation [x; s], so
+  image attends to text, text to image, and each to itself:
+
+      [q; k; v]_x = W_x modulate(LN(x)),   [q; k; v]_s = W_s modulate(LN(s))
+      o = Attn([q_x; q_s], [k_x; k_s], [v_x; v_s]),   x += g_x W_o,x o[:N],   s += g_s W_o,s o[N:]
+      then each stream its own modulated MLP. The last block keeps only the image stream's output.
+
+In both the pooled embedding is projected and added to c (SD3: pooled CLIP + time through adaLN).
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genzoo.contract import classes
+from genzoo.errors import ConfigError
 from genzoo.models.ddpm import DDPM, DiffusionConfig, SamplerConfig  # noqa: F401  (SamplerConfig: ddpm's knobs)
 from genzoo.models.layers import timestep_embedding
 from genzoo.models.unet import Text
@@ -84,6 +96,53 @@ class DiTBlock(nn.Module):
         return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
+class Stream(nn.Module):
+    """One modality's weights in an MM-DiT block: adaLN-Zero modulation, QKV and output projection, the MLP.
+    The names are DiTBlock's, so an image stream with no text tokens computes exactly a DiTBlock (tested)."""
+
+    def __init__(self, D: int, heads: int, mlp_ratio: float, last: bool = False):
+        super().__init__()
+        self.heads, self.last = heads, last  # last: the text stream of the last block gives only K and V (SD3)
+        self.norm1 = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(D, 3 * D)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(D, (2 if last else 6) * D))
+        nn.init.zeros_(self.ada[1].weight), nn.init.zeros_(self.ada[1].bias)  # adaLN-Zero
+        if not last:
+            self.proj = nn.Linear(D, D)
+            self.norm2 = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+            hidden = int(D * mlp_ratio)
+            self.mlp = nn.Sequential(nn.Linear(D, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, D))
+
+    def qkv_of(self, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        B, N, D = x.shape
+        return self.qkv(modulate(self.norm1(x), shift, scale)).view(B, N, 3, self.heads, D // self.heads) \
+            .permute(2, 0, 3, 1, 4)  # (3, B, h, N, d)
+
+    def post(self, x: torch.Tensor, o: torch.Tensor, gate1, shift2, scale2, gate2) -> torch.Tensor:
+        """x + gate1 W_o o, then the modulated MLP; o (B, N, D) is this stream's rows of the joint attention."""
+        x = x + gate1[:, None] * self.proj(o)
+        return x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+
+
+class MMDiTBlock(nn.Module):
+    """SD3's MM-DiT block: an image stream and a text stream, each with its own weights, one joint attention."""
+
+    def __init__(self, D: int, heads: int, mlp_ratio: float, last: bool = False):
+        super().__init__()
+        self.heads = heads
+        self.x, self.s = Stream(D, heads, mlp_ratio), Stream(D, heads, mlp_ratio, last=last)
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, N, D) image tokens, s (B, L, D) text tokens, c (B, D) -> (x, s); s is None after the last block."""
+        B, N, D = x.shape
+        mx = self.x.ada(c).chunk(6, dim=1)  # shift1, scale1, gate1, shift2, scale2, gate2: (B, D) each
+        ms = self.s.ada(c).chunk(2 if self.s.last else 6, dim=1)
+        q, k, v = torch.cat([self.x.qkv_of(x, *mx[:2]), self.s.qkv_of(s, *ms[:2])], dim=3)  # (B, h, N + L, d)
+        o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, -1, D)  # (B, N + L, D)
+        x = self.x.post(x, o[:, :N], *mx[2:])
+        return x, (None if self.s.last else self.s.post(s, o[:, N:], *ms[2:]))
+
+
 class DiT(nn.Module):
     """The denoiser: patchify, + positions, adaLN-Zero blocks conditioned on embed(t) + embed(y), unpatchify."""
 
@@ -106,7 +165,17 @@ class DiT(nn.Module):
         self.t_mlp = nn.Sequential(nn.Linear(256, D), nn.SiLU(), nn.Linear(D, D))
         self.y_emb = nn.Embedding(num_classes + 1, D) if num_classes else None  # row K = null label
         self.pooled_proj = nn.Linear(context_dim, D) if context_dim else None  # text: pooled -> c
-        self.blocks = nn.ModuleList([DiTBlock(D, cfg.heads, cfg.mlp_ratio, context_dim) for _ in range(cfg.depth)])
+        self.joint = cfg.text_attention == "joint"
+        if self.joint and not context_dim:
+            raise ConfigError("model.text_attention=joint (MM-DiT) joins text tokens to the image tokens: it needs "
+                              "model.text_encoder=CLIP_RUN (and data.captions=true)")
+        if self.joint:  # MM-DiT: the text tokens become a stream of their own, width D
+            self.context_in = nn.Linear(context_dim, D)
+            self.blocks = nn.ModuleList([MMDiTBlock(D, cfg.heads, cfg.mlp_ratio, last=i == cfg.depth - 1)
+                                         for i in range(cfg.depth)])
+        else:
+            self.blocks = nn.ModuleList([DiTBlock(D, cfg.heads, cfg.mlp_ratio, context_dim)
+                                         for _ in range(cfg.depth)])
         self.norm_out = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
         self.out = nn.Linear(D, p * p * self.C_out)
@@ -127,8 +196,13 @@ class DiT(nn.Module):
             c = c + self.y_emb(y if y is not None else torch.full_like(t, self.num_classes).long())
         if text is not None:
             c = c + self.pooled_proj(text.pooled)
-        for block in self.blocks:
-            x = block(x, c, text)
+        if self.joint:
+            s = self.context_in(text.tokens)  # (B, L, D)
+            for block in self.blocks:
+                x, s = block(x, s, c)
+        else:
+            for block in self.blocks:
+                x = block(x, c, text)
         shift, scale = self.ada_out(c).chunk(2, dim=1)
         return self.unpatchify(self.out(modulate(self.norm_out(x), shift, scale)))  # (B, C, H, W)
 
@@ -158,6 +232,8 @@ class DiTNetConfig:
     heads: Annotated[int, Range("[1, 64]")] = 6
     mlp_ratio: Annotated[float, Range("(0, 64]")] = 4.0
     pos: Literal["sincos", "learned"] = "sincos"
+    # with a text encoder: a cross-attention per block (PixArt-alpha), or SD3's MM-DiT joint attention
+    text_attention: Literal["cross", "joint"] = "cross"
 
 
 @dataclass

@@ -37,16 +37,23 @@ from genzoo.rules import Fraction, Range
 class RectifiedFlow(Denoised):
     """The family: a velocity network trained by flow matching and sampled by an ODE solver."""
 
-    likelihood = (f"estimate (probability-flow ODE: {ode.LIKELIHOOD_STEPS} Heun steps, "
-                  f"{ode.LIKELIHOOD_PROBES} Hutchinson probe, uniform dequantisation)")
+    likelihood = ode.LIKELIHOOD_LABEL
 
-    def __init__(self, cfg: FlowConfig, image_shape: tuple[int, int, int], num_classes: int = 0, net=None):
+    def __init__(self, cfg: FlowConfig, image_shape: tuple[int, int, int], num_classes: int = 0, net=None,
+                 text_encoder: torch.nn.Module | None = None):
         super().__init__()
         C, H, W = image_shape
         self.cfg, self.image_shape = cfg, tuple(image_shape)
-        self.num_classes = classes(cfg, num_classes)
+        self.num_classes = 0 if text_encoder is not None else classes(cfg, num_classes)  # a caption replaces the label
+        if text_encoder is not None:
+            if cfg.pairs:
+                raise ConfigError("model.pairs (reflow) draws its pairs with class labels; a text-conditioned flow "
+                                  "trains on captions: drop one of model.pairs and model.text_encoder")
+            self.use_text_encoder(text_encoder)
+        d_ctx = text_encoder.cfg.d_model if text_encoder is not None else 0
         if net is None:
-            net = UNet(cfg, C, H, self.num_classes) if cfg.denoiser == "unet" else DiT(cfg, C, (H, W), self.num_classes)
+            net = (UNet(cfg, C, H, self.num_classes, context_dim=d_ctx) if cfg.denoiser == "unet"
+                   else DiT(cfg, C, (H, W), self.num_classes, context_dim=d_ctx))
         self.net = net
         self._pairs = None  # reflow's (eps, x0, labels), read from cfg.pairs on the first loss
 
@@ -81,7 +88,7 @@ class RectifiedFlow(Denoised):
 
     def loss(self, batch, phase: str = "main") -> dict[str, torch.Tensor]:
         x0, eps, labels = self.couplings(batch)
-        y = self.dropped_labels(labels, x0.shape[0])
+        y = self.train_condition(batch) if self.text_encoder is not None else self.dropped_labels(labels, x0.shape[0])
         t = flow.sample_time(x0.shape[0], self.cfg.timesteps, self.cfg.logit_mean, self.cfg.logit_std,
                              self.cfg.shift, x0.device)  # (B,)
         return {"loss": flow.loss(self.net, x0, eps, t, y)}
@@ -98,25 +105,26 @@ class RectifiedFlow(Denoised):
 
     @torch.no_grad()
     def sample(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               **knobs) -> torch.Tensor:
-        return self.sample_x0(n, labels=labels, generator=generator, **knobs).clamp(-1, 1)
+               text: torch.Tensor | None = None, **knobs) -> torch.Tensor:
+        return self.sample_x0(n, labels=labels, generator=generator, text=text, **knobs).clamp(-1, 1)
 
     @torch.no_grad()
     def sample_x0(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                  name: str = "euler", steps: int = 10, cfg_scale: float = 1.0, compile: bool = False,
-                  eps: torch.Tensor | None = None) -> torch.Tensor:
-        """x_0 from the ODE solver started at eps ~ N(0, I) (drawn with `generator` unless given), unclamped."""
+                  text: torch.Tensor | None = None, name: str = "euler", steps: int = 10, cfg_scale: float = 1.0,
+                  compile: bool = False, eps: torch.Tensor | None = None) -> torch.Tensor:
+        """x_0 from the ODE solver started at eps ~ N(0, I) (drawn with `generator` unless given), unclamped;
+        `text` (n, context) caption tokens for a text-conditioned model."""
         if name not in ode.SOLVERS:
             raise ValueError(f"unknown sampler {name!r}; choose from: {', '.join(ode.SOLVERS)}")
         device = next(self.parameters()).device
         if eps is None:
             eps = torch.randn((n, *self.image_shape), generator=generator, device=device)  # x_1
-        v = self.velocity(self._labels(labels, n), cfg_scale, compile)
+        v = self.velocity(self.condition(labels, text, n), cfg_scale, compile)
         return ode.SOLVERS[name](v, eps, flow.time_grid(steps, self.cfg.shift))
 
     def network_evaluations(self, name: str = "euler", steps: int = 10, cfg_scale: float = 1.0, **_) -> int:
         """Network passes per sample; classifier-free guidance doubles them (batched as one call)."""
-        guided = self.num_classes and cfg_scale != 1.0
+        guided = (self.num_classes or self.text_encoder is not None) and cfg_scale != 1.0
         return ode.EVALUATIONS_PER_STEP[name] * steps * (2 if guided else 1)
 
     # -- likelihood ----------------------------------------------------------------------
@@ -127,7 +135,7 @@ class RectifiedFlow(Denoised):
         a uniform grid, log p_0(x) = log N(x_1; 0, I) + int_0^1 div v_hat dt (ode.log_likelihood), in 8-bit
         bits/dim (ode.dequantized_bits_per_dim); conditional on the label for a conditional model."""
         x = ode.dequantize(batch.images, generator)
-        v = self.velocity(self._labels(batch.labels, x.shape[0]))
+        v = self.velocity(self.condition(batch.labels, batch.text, x.shape[0]))
         ts = [i / steps for i in range(steps + 1)]  # 0 (data) .. 1 (noise)
         log_p = ode.log_likelihood(v, x, ts, ode.gaussian_log_prob, probes, generator)
         return ode.dequantized_bits_per_dim(log_p, x[0].numel())
@@ -175,6 +183,7 @@ class FlowConfig(DiTNetConfig, UNetConfig):
     class_cond: bool = False
     p_uncond: Fraction = 0.1  # label dropout for classifier-free guidance
     pairs: str = ""  # reflow: an npz of (noise, sample) pairs from benchmarks/reflow.py; "" = flow matching
+    text_encoder: str = ""  # a finished clip run: condition on captions (as ddpm; model.text_attention for the DiT)
     autoencoder: str = ""  # latent flow: a finished vae (latent_channels > 0) or vqvae run directory
 
 

@@ -102,8 +102,7 @@ class LatentDiffusion(GenerativeModel):
     @torch.no_grad()
     def sample(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
                text: torch.Tensor | None = None, **knobs) -> torch.Tensor:
-        text = {"text": text} if text is not None else {}  # the flow process takes no text yet
-        z = self.diffusion.sample_x0(n, labels=labels, generator=generator, **text, **knobs)  # (n, c, h, w)
+        z = self.diffusion.sample_x0(n, labels=labels, generator=generator, text=text, **knobs)  # (n, c, h, w)
         return self.decode(z / self.latent_scale)
 
     def network_evaluations(self, **knobs) -> int:

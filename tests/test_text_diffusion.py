@@ -183,3 +183,85 @@ def test_train_a_text_ddpm_on_mnist_captions_and_sample_from_prompts(tmp_path, c
     assert len(err) == 1 and "purple" in err[0]
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["text_encoder"] == str(clip_run)
+
+
+# -- MM-DiT (SD3): a text stream beside the image stream, one joint attention ---------------------------------
+
+
+def test_an_mmdit_block_with_no_text_tokens_is_a_dit_block():
+    """The image stream's weights carry DiTBlock's names: with an empty text stream the joint attention is the
+    DiT's self-attention, so the block computes exactly what a DiTBlock with those weights computes."""
+    from genzoo.models.dit import DiTBlock, MMDiTBlock
+
+    torch.manual_seed(0)
+    D, heads = 16, 2
+    mm, dit = MMDiTBlock(D, heads, 2.0), DiTBlock(D, heads, 2.0)
+    for p in mm.parameters():
+        torch.nn.init.normal_(p, std=0.3)  # adaLN-Zero would make both the identity
+    assert dit.load_state_dict(mm.x.state_dict()).missing_keys == []
+    x, c = torch.randn(3, 9, D), torch.randn(3, D)
+    y, s = mm(x, torch.zeros(3, 0, D), c)
+    assert y.shape == (3, 9, D) and s.shape == (3, 0, D)
+    torch.testing.assert_close(y, dit(x, c))
+
+
+def test_the_mmdit_has_weights_per_modality_and_reads_the_words_through_joint_attention():
+    from genzoo.models.dit import DiTConfig, DiTDiffusion, MMDiTBlock
+
+    torch.manual_seed(0)
+    model = DiTDiffusion(DiTConfig(patch=2, hidden=16, depth=2, heads=2, T=50, class_cond=True,
+                                   text_attention="joint"), SHAPE, 10, text_encoder=clip()).eval()
+    blocks = list(model.net.blocks)
+    assert all(isinstance(b, MMDiTBlock) for b in blocks) and model.net.y_emb is None
+    assert blocks[0].x.qkv is not blocks[0].s.qkv and blocks[0].x.mlp is not blocks[0].s.mlp
+    assert not hasattr(blocks[-1].s, "mlp")  # the last block's text stream only gives keys and values
+    x, t = torch.randn(2, *SHAPE), torch.tensor([10, 10])
+    cond = model.encode_text(tokens(model, ["a thick 3", "a thin 8"]))
+    torch.testing.assert_close(model.net(x, t, cond), torch.zeros_like(x))  # adaLN-Zero and a zero output layer
+    for p in model.net.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    a = model.net(x, t, model.encode_text(tokens(model, ["a thick 3", "a thick 3"])))
+    b = model.net(x, t, cond)
+    assert torch.equal(a[0], b[0]) and not torch.allclose(a[1], b[1])
+    loss = model.loss(Batch(torch.rand(2, *SHAPE) * 2 - 1, None, text=tokens(model, ["a 1", "a 2"])))["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and model.net.context_in.weight.grad.abs().sum() > 0
+
+
+def test_joint_attention_without_a_text_encoder_is_refused_in_one_line():
+    from genzoo.models.dit import DiTConfig, DiTDiffusion
+
+    with pytest.raises(ConfigError, match="model.text_attention=joint .* needs model.text_encoder"):
+        DiTDiffusion(DiTConfig(patch=2, hidden=16, depth=1, heads=2, T=50, class_cond=True,
+                               text_attention="joint"), SHAPE, 10)
+
+
+@pytest.mark.parametrize("attention", ["cross", "joint"])
+def test_a_text_conditioned_flow_on_the_dit_as_sd3_trains_and_samples_from_prompts(attention):
+    """SD3's recipe at toy size: a rectified flow on an MM-DiT (or the cross-attention DiT) with the frozen CLIP."""
+    from genzoo.models.flow import FlowConfig, RectifiedFlow
+
+    torch.manual_seed(0)
+    cfg = FlowConfig(denoiser="dit", patch=2, hidden=16, depth=2, heads=2, class_cond=True, text_attention=attention)
+    model = RectifiedFlow(cfg, SHAPE, 10, text_encoder=clip())
+    assert model.num_classes == 0 and model.network_evaluations(steps=4, cfg_scale=2.0) == 8
+    batch = Batch(torch.rand(2, *SHAPE) * 2 - 1, None, text=tokens(model, ["a 1", "a thick 2"]))
+    assert torch.isfinite(model.loss(batch)["loss"])
+    for p in model.net.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    model.eval()
+    text = tokens(model, ["a thick 3"] * 2)
+    draw = lambda prompts, s: model.sample(2, text=prompts, generator=torch.Generator().manual_seed(0), steps=3,
+                                           cfg_scale=s)
+    a, b = draw(text, 2.0), draw(text, 2.0)
+    assert torch.equal(a, b) and not torch.equal(a, draw(tokens(model, ["a thin 8"] * 2), 2.0))
+    torch.testing.assert_close(draw(text, 1.0), model.sample(2, text=text, generator=torch.Generator().manual_seed(0),
+                                                             steps=3))
+
+
+def test_reflow_pairs_and_a_text_encoder_are_refused_together():
+    from genzoo.models.flow import FlowConfig, RectifiedFlow
+
+    with pytest.raises(ConfigError, match="model.pairs .* model.text_encoder"):
+        RectifiedFlow(FlowConfig(channels=8, ch_mult=(1,), blocks=1, attn_res=(), pairs="p.npz"), SHAPE, 10,
+                      text_encoder=clip())

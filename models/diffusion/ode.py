@@ -17,6 +17,8 @@ import torch
 Field = Callable[[torch.Tensor, float], torch.Tensor]
 # the ODE likelihood's defaults, named in the `likelihood` label of the families that use them
 LIKELIHOOD_STEPS, LIKELIHOOD_PROBES = 20, 1
+LIKELIHOOD_LABEL = (f"estimate (probability-flow ODE: {LIKELIHOOD_STEPS} Heun steps, {LIKELIHOOD_PROBES} Hutchinson "
+                    f"probe, uniform dequantisation)")  # what the defaults compute, as the report labels it
 
 
 def euler(f: Field, x: torch.Tensor, ts: list[float]) -> torch.Tensor:

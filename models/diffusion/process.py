@@ -97,6 +97,18 @@ class GaussianDiffusion:
             return x0, out
         return x0, (x_t - a * x0) / s
 
+    def classifier_guided(self, eps: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, grad: torch.Tensor,
+                          clip_x0: bool = False):
+        """Classifier guidance (Dhariwal & Nichol 2021, Algorithm 2): eps' = eps - sqrt(1 - alpha_bar_t) grad, with
+        grad = s grad_{x_t} log p(y | x_t); returns (x0_hat', eps') as `predict` does."""
+        a, s = _at(self.alpha_bar.sqrt(), t, x_t), _at((1 - self.alpha_bar).sqrt(), t, x_t)
+        eps = eps - s * grad
+        x0 = (x_t - s * eps) / a
+        if not clip_x0:
+            return x0, eps
+        x0 = x0.clamp(-1, 1)
+        return x0, (x_t - a * x0) / s
+
     # -- training loss (Algorithm 1) ------------------------------------------------------
     def loss(self, net: Callable, x0: torch.Tensor, y: torch.Tensor | None, min_snr_gamma: float = 0.0):
         """Per-image mean squared error of the objective at t ~ U{0..T-1}; optional min-SNR-gamma weights
