@@ -147,7 +147,7 @@ def results_document(entries: list[dict], *, protocol, budget, preset: str | Non
                      "reference": f"{dataset}/{protocol.ref_split}", "bits_per_dim": f"first n={min(protocol.n_bpd, protocol.n)} images of "
                      f"{dataset}/test through the model's log_likelihood, exact, a bound or an ODE estimate as the "
                      f"family declares; for a model that offers it beside its bound (ddpm, dit), also the "
-                     f"probability-flow ODE estimate ({ode.LIKELIHOOD_LABEL.removeprefix('estimate ')})"},
+                     f"probability-flow ODE estimate {ode.LIKELIHOOD_LABEL.removeprefix('estimate ')}"},
         "cost_protocol": COST_PROTOCOL, "machine": machine_info(protocol.resolved_device()),
         "sessions": sessions, "entries": entries, "anchors": ANCHORS,
     }

@@ -201,16 +201,17 @@ def cmd_list(args) -> None:
     from genzoo.datasets import DATASETS
     from genzoo.registry import COMPONENTS, FAMILIES
 
+    w = max(map(len, [*FAMILIES, *COMPONENTS, *DATASETS]))  # one column for every name
     print("families:")
     for name, fam in FAMILIES.items():
-        print(f"  {name:12s} {fam.description}  [presets: {', '.join(fam.presets)}]")
+        print(f"  {name:{w}s} {fam.description}  [presets: {', '.join(fam.presets)}]")
     print("components (trained like a family, scored by `genzoo eval`, no samples):")
     for name, comp in COMPONENTS.items():
-        print(f"  {name:12s} {comp.description}  [presets: {', '.join(comp.presets)}]")
+        print(f"  {name:{w}s} {comp.description}  [presets: {', '.join(comp.presets)}]")
     print("datasets:")
     for name, info in DATASETS.items():
-        c, h, w = info.shape
-        print(f"  {name:14s} {c}x{h}x{w}, {info.num_classes} classes  {info.description}")
+        c, h, w_ = info.shape
+        print(f"  {name:{w}s} {c}x{h}x{w_}, {info.num_classes} classes  {info.description}")
 
 
 def cmd_data(args) -> None:

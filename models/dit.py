@@ -53,6 +53,12 @@ def sincos_2d(D: int, h: int, w: int) -> torch.Tensor:
     return torch.cat([one_d(rows.flatten(), D // 2), one_d(cols.flatten(), D // 2)], dim=1).float()
 
 
+def check_text_attention(cfg) -> None:
+    """One line when model.text_attention=joint is set on a config whose denoiser is not the DiT (ldm, flow)."""
+    if cfg.text_attention == "joint" and cfg.denoiser != "dit":
+        raise ConfigError("model.text_attention=joint is the DiT's MM-DiT: set model.denoiser=dit as well")
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale[:, None]) + shift[:, None]  # x (B, N, D), shift/scale (B, D)
 

@@ -29,7 +29,7 @@ from genzoo.errors import ConfigError
 from genzoo.models import ldm
 from genzoo.models.diffusion import flow, ode
 from genzoo.models.ddpm import Denoised
-from genzoo.models.dit import DiT, DiTNetConfig
+from genzoo.models.dit import DiT, DiTNetConfig, check_text_attention
 from genzoo.models.unet import UNet, UNetConfig
 from genzoo.rules import Fraction, Range
 
@@ -51,6 +51,7 @@ class RectifiedFlow(Denoised):
                                   "trains on captions: drop one of model.pairs and model.text_encoder")
             self.use_text_encoder(text_encoder)
         d_ctx = text_encoder.cfg.d_model if text_encoder is not None else 0
+        check_text_attention(cfg)
         if net is None:
             net = (UNet(cfg, C, H, self.num_classes, context_dim=d_ctx) if cfg.denoiser == "unet"
                    else DiT(cfg, C, (H, W), self.num_classes, context_dim=d_ctx))

@@ -27,7 +27,7 @@ from genzoo.contract import Batch, GenerativeModel, classes
 from genzoo.errors import ConfigError
 from genzoo.models import ddpm
 from genzoo.models.ddpm import DDPM, DiffusionConfig
-from genzoo.models.dit import DiT, DiTNetConfig
+from genzoo.models.dit import DiT, DiTNetConfig, check_text_attention
 from genzoo.models.distributions import quantize
 from genzoo.models.unet import UNet, UNetConfig
 from genzoo.rules import Multipliers, Range
@@ -60,6 +60,7 @@ class LatentDiffusion(GenerativeModel):
         K = 0 if text_encoder is not None else classes(cfg, num_classes)  # a caption replaces the label
         context = {"text_encoder": text_encoder} if text_encoder is not None else {}
         d_ctx = text_encoder.cfg.d_model if text_encoder is not None else 0
+        check_text_attention(cfg)
         net = UNet(cfg, c, h, K, context_dim=d_ctx) if cfg.denoiser == "unet" else DiT(cfg, c, (h, w), K,
                                                                                         context_dim=d_ctx)
         self.diffusion = self.process_model(cfg, self.latent_shape, num_classes, net=net, **context)

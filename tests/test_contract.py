@@ -219,6 +219,9 @@ def test_log_likelihood_is_bits_per_dim_per_image(family, first, conditional):
         pytest.skip(f"{family} has no likelihood")
     bpd = model.log_likelihood(batch(n=5))
     assert bpd.shape == (5,) and torch.isfinite(bpd).all() and (bpd > 0).all()
+    if model.ode_likelihood is not None:  # the second estimate offered beside the declared one
+        ode = model.log_likelihood(batch(n=3), estimator="ode", steps=2)
+        assert ode.shape == (3,) and torch.isfinite(ode).all() and (ode > 0).all()
 
 
 @pytest.mark.parametrize("family, first, conditional", CASES, ids=IDS)

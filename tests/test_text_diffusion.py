@@ -265,3 +265,11 @@ def test_reflow_pairs_and_a_text_encoder_are_refused_together():
     with pytest.raises(ConfigError, match="model.pairs .* model.text_encoder"):
         RectifiedFlow(FlowConfig(channels=8, ch_mult=(1,), blocks=1, attn_res=(), pairs="p.npz"), SHAPE, 10,
                       text_encoder=clip())
+
+
+def test_joint_attention_on_the_u_net_is_refused_in_one_line():
+    from genzoo.models.flow import FlowConfig, RectifiedFlow
+
+    with pytest.raises(ConfigError, match="set model.denoiser=dit as well"):
+        RectifiedFlow(FlowConfig(channels=8, ch_mult=(1,), blocks=1, attn_res=(), text_attention="joint"), SHAPE, 10,
+                      text_encoder=clip())
