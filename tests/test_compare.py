@@ -151,7 +151,8 @@ def test_index_html_parses_and_embeds_every_image(finished):
 def test_results_json_carries_protocol_machine_and_costs(finished):
     out, _ = finished
     doc = json.loads((out / "results.json").read_text())
-    assert doc["protocol"]["n"] == 120 and doc["protocol"]["metrics"] == ["fd", "kid", "pr", "is", "acc", "bpd"]
+    assert doc["protocol"]["n"] == 120 and doc["protocol"]["metrics"] == ["fd", "kid", "pr", "is", "acc", "bpd",
+                                                                          "bpd_ode"]
     assert doc["protocol"]["reference"] == "digits/train" and doc["command"] == "test"
     for key in ("cpu", "cpu_count", "torch_threads", "gpu", "torch", "python"):
         assert key in doc["machine"]
@@ -422,4 +423,8 @@ def test_the_bits_per_dim_column_says_exact_bound_or_estimate():
     def entry(kind):
         return {"eval": {"metrics": {"bpd": {"value": 1.5, "protocol": {"metric": f"bits/dim ({kind})"}}}}}
     assert [bpd_text(entry(FAMILIES[f].model.likelihood)) for f in ("pixelcnn", "vae", "ddpm", "flow")] == [
-        "1.5 (exact)", "1.5 (bound)", "1.5 (bound)", "1.5 (estimate)"]
+        "1.5 (exact)", "1.5 (bound)", "1.5 (bound)", "1.5 (estimate, ODE)"]
+    both = entry(FAMILIES["ddpm"].model.likelihood)  # the ODE estimate offered beside the bound
+    ode = FAMILIES["ddpm"].model.ode_likelihood
+    both["eval"]["metrics"]["bpd_ode"] = {"value": 1.25, "protocol": {"metric": f"bits/dim ({ode})"}}
+    assert bpd_text(both) == "1.5 (bound); 1.25 (estimate, ODE)"
