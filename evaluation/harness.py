@@ -307,7 +307,7 @@ def evaluate_component(run_dir: str | Path, *, n: int = 5000, ema: bool = True, 
     metrics = scores[run.config.family](run.model, test.images[:n], test.labels[:n], run.config.data.dataset)
     return {"run": str(run_dir), "component": run.config.family, "dataset": run.config.data.dataset,
             "step": run.step, "weights": "ema" if ema else "raw", "metrics": metrics,
-            "protocol": f"first n={n} images of {run.config.data.dataset}/test; captions seed 0"}
+            "protocol": f"first n={n} images of {run.config.data.dataset}/test; seed 0 (captions, noise)"}
 
 
 def evaluate_reconstruction(run_dir: str | Path, *, n: int = 2000, metrics=("fd",), n_ref: int = 10000,
