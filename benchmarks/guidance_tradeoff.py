@@ -20,29 +20,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from text_to_image import train  # benchmarks/text_to_image.py: `genzoo train` unless finished, timed
 
 
 def train_classifier(run_dir: Path, out: Path) -> dict:
     """`genzoo train noisy-classifier --preset quick` on RUN's dataset and process, unless it finished."""
     from genzoo.registry import load_config_json
 
-    if (out / "checkpoint.pt").is_file() and '"event": "end"' in (out / "metrics.jsonl").read_text():
-        return {"classifier": str(out), "reused": True}
     cfg = load_config_json((run_dir / "config.json").read_text())
-    cmd = [sys.executable, "-m", "genzoo", "train", "noisy-classifier", "--dataset", cfg.data.dataset, "--preset",
-           "quick", "--out", str(out), "--no-progress", "--set", f"model.T={cfg.model.T}",
-           f"model.schedule={cfg.model.schedule}"]
-    t0 = time.time()
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    return {"classifier": str(out), "command": " ".join(["genzoo", *cmd[3:]]), "wall_s": round(time.time() - t0, 1)}
+    return train(out.name, "noisy-classifier", out.parent, f"model.T={cfg.model.T}",
+                 f"model.schedule={cfg.model.schedule}", dataset=cfg.data.dataset)
 
 
 def main() -> None:

@@ -28,10 +28,10 @@ PROMPTS = ("a thin, left-leaning seven", "a thick, right-leaning seven", "a thin
            "a regular, upright eight", "a thick, right-leaning two")
 
 
-def train(name: str, family: str, out: Path, *sets: str, preset: str = "quick") -> dict:
+def train(name: str, family: str, out: Path, *sets: str, preset: str = "quick", dataset: str = "mnist") -> dict:
     """`genzoo train FAMILY --preset PRESET` into out/name unless it finished; its wall seconds."""
     run = out / name
-    cmd = [sys.executable, "-m", "genzoo", "train", family, "--dataset", "mnist", "--preset", preset, "--out",
+    cmd = [sys.executable, "-m", "genzoo", "train", family, "--dataset", dataset, "--preset", preset, "--out",
            str(run), "--no-progress", *(["--set", *sets] if sets else [])]
     if (run / "checkpoint.pt").is_file() and any('"event": "end"' in line for line in
                                                   (run / "metrics.jsonl").read_text().splitlines()):

@@ -270,18 +270,14 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
                 "metric": name if name != "clip_score" else "CLIP score (the zoo's own CLIP, 100 x mean cosine)",
                 "prompts": f"{n} of evaluation.text.adherence_prompts ({prompts.texts[0]!r}, ...)", **protocol,
                 "comparable_to_literature": False}}
-    kind = run.model.likelihood
-    if "bpd" in metrics and kind is not None:
-        bpd = test_bits_per_dim(run.model, run.config.data, n_bpd or n, device=device)
-        out["metrics"]["bpd"] = {"value": bpd, "protocol": {
-            "metric": f"bits/dim ({kind})", "reference": f"{run.config.data.dataset}/test", "n_reference": n_bpd or n,
-            **protocol, "comparable_to_literature": False}}
-    ode_kind = getattr(run.model, "ode_likelihood", None)
-    if "bpd_ode" in metrics and ode_kind is not None:
-        bpd = test_bits_per_dim(run.model, run.config.data, n_bpd or n, device=device, estimator="ode")
-        out["metrics"]["bpd_ode"] = {"value": bpd, "protocol": {
-            "metric": f"bits/dim ({ode_kind})", "reference": f"{run.config.data.dataset}/test",
-            "n_reference": n_bpd or n, **protocol, "comparable_to_literature": False}}
+    # the declared likelihood, and the ODE estimate a model offers beside it: (metric, label, log_likelihood knobs)
+    for name, kind, estimator in (("bpd", run.model.likelihood, {}),
+                                  ("bpd_ode", getattr(run.model, "ode_likelihood", None), {"estimator": "ode"})):
+        if name in metrics and kind is not None:
+            bpd = test_bits_per_dim(run.model, run.config.data, n_bpd or n, device=device, **estimator)
+            out["metrics"][name] = {"value": bpd, "protocol": {
+                "metric": f"bits/dim ({kind})", "reference": f"{run.config.data.dataset}/test",
+                "n_reference": n_bpd or n, **protocol, "comparable_to_literature": False}}
     nfe = run.model.network_evaluations(**knobs)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device != "cpu" and torch.cuda.is_available()
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
