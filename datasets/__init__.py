@@ -219,10 +219,44 @@ def load(name: str, split: str = "train", *, root: str | Path | None = None, dow
     return ImageData(name, images, labels, info.num_classes)
 
 
-def load_from_config(data_cfg, split: str = "train") -> ImageData:
-    """`load` with the arguments of a run's `DataConfig` (genzoo.config): the one place they are mapped."""
-    return load(data_cfg.dataset, split, root=data_cfg.root or None, download=data_cfg.download,
+def load_from_config(data_cfg, split: str = "train", *, limited: bool = True) -> ImageData:
+    """`load` with the arguments of a run's `DataConfig` (genzoo.config): the one place they are mapped. Then
+    `data.subset` keeps one attribute bin and, for the training split when `limited`, `data.limit` keeps the first
+    n of a fixed permutation (the evaluation's reference set passes limited=False)."""
+    data = load(data_cfg.dataset, split, root=data_cfg.root or None, download=data_cfg.download,
                 image_size=data_cfg.image_size or None, channels=data_cfg.channels or None)
+    keep = None
+    if data_cfg.subset:
+        from genzoo.datasets import attributes
+        attribute, b = parse_subset(data_cfg.dataset, data_cfg.subset)
+        keep = (attributes.measure(data_cfg.dataset, data.images, (attribute,))[attribute] == b).nonzero().view(-1)
+    if data_cfg.limit and limited and split == "train":
+        n = len(data) if keep is None else len(keep)
+        if data_cfg.limit > n:
+            raise DataError(f"data.limit={data_cfg.limit}: the training split{' subset' if keep is not None else ''} "
+                            f"holds only {n} images")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:data_cfg.limit].sort().values
+        keep = order if keep is None else keep[order]
+    if keep is None:
+        return data
+    return ImageData(data.name, data.images[keep], data.labels[keep], data.num_classes)
+
+
+def parse_subset(dataset: str, subset: str) -> tuple[str, int]:
+    """"ATTRIBUTE:BIN" -> (attribute, bin index), or one line naming what `dataset` offers."""
+    from genzoo.datasets import attributes
+    names = attributes.NAMES.get(dataset, {})
+    offered = "; ".join(f"{a}:{'|'.join(bins)}" for a, bins in names.items()) or "none (no attributes are measured)"
+    attribute, _, b = subset.partition(":")
+    if attribute not in names or b not in names[attribute]:
+        raise DataError(f"data.subset={subset!r}: {dataset} offers {offered}")
+    return attribute, names[attribute].index(b)
+
+
+def selection_key(data_cfg) -> str:
+    """The part of a cache key that says which images of the dataset a run reads ("" = all of them)."""
+    return (f"-{data_cfg.subset.replace(':', '-')}" if data_cfg.subset else "") + \
+        (f"-limit{data_cfg.limit}" if data_cfg.limit else "")
 
 
 def _read(name: str, split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:

@@ -56,11 +56,11 @@ def _unit(images: torch.Tensor) -> torch.Tensor:
 
 def thickness(images: torch.Tensor) -> torch.Tensor:
     """(N,) mean stroke half-width in pixels: ink area over the ink pixels with a non-ink 4-neighbour."""
-    ink = (_unit(images) > INK).float()[:, None]  # (N, 1, H, W)
-    cross = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.0]])
-    inside = F.conv2d(F.pad(ink, (1, 1, 1, 1)), cross[None, None]) == 5  # the pixel and its 4 neighbours are ink
-    boundary = (ink.bool() & ~inside).flatten(1).sum(1)  # (N,)
-    return ink.flatten(1).sum(1) / boundary.clamp(min=1)
+    ink = _unit(images) > INK  # (N, H, W)
+    p = F.pad(ink, (1, 1, 1, 1))  # (N, H + 2, W + 2), no ink outside the image
+    inside = ink & p[:, :-2, 1:-1] & p[:, 2:, 1:-1] & p[:, 1:-1, :-2] & p[:, 1:-1, 2:]  # ink with 4 ink neighbours
+    boundary = (ink & ~inside).flatten(1).sum(1)  # (N,)
+    return ink.flatten(1).sum(1).float() / boundary.clamp(min=1)
 
 
 def _moments(images: torch.Tensor):
@@ -116,17 +116,18 @@ MEASURES = {
 }
 
 
-def values(dataset: str, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each attribute's raw measure of `images`: {name: (N,) float}."""
+def values(dataset: str, images: torch.Tensor, only: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Each attribute's raw measure of `images` (or of those named in `only`): {name: (N,) float}."""
     if dataset not in MEASURES:
         raise ValueError(f"no attributes for {dataset!r}; they exist for {', '.join(MEASURES)}")
-    return {name: fn(images) for name, fn in MEASURES[dataset].items()}
+    return {name: fn(images) for name, fn in MEASURES[dataset].items() if not only or name in only}
 
 
-def measure(dataset: str, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Each attribute's bin of `images`: {name: (N,) int64 in 0..2}, see NAMES for the bins' words."""
+def measure(dataset: str, images: torch.Tensor, only: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Each attribute's bin of `images` (or of those named in `only`): {name: (N,) int64 in 0..2}, see NAMES for
+    the bins' words."""
     out = {}
-    for name, v in values(dataset, images).items():
+    for name, v in values(dataset, images, only).items():
         lo, hi = ATTRIBUTES[dataset][name][1]
         out[name] = (v > lo).long() + (v > hi).long()
     return out

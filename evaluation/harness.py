@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genzoo.datasets import cache_dir
+from genzoo.datasets import cache_dir, selection_key
 from genzoo.errors import ConfigError
 from genzoo.evaluation import metrics as M
 from genzoo.evaluation.runlog import training_cost
@@ -73,7 +73,8 @@ def reference_images(dataset: str, split: str, n: int, data_cfg=None) -> torch.T
     """The first `n` images of a fixed permutation of `dataset`'s split, uint8 (n, C, H, W)."""
     from genzoo import datasets
 
-    data = datasets.load(dataset, split) if data_cfg is None else datasets.load_from_config(data_cfg, split)
+    data = datasets.load(dataset, split) if data_cfg is None else datasets.load_from_config(data_cfg, split,
+                                                                                            limited=False)
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(REFERENCE_SEED))
     return data.images[perm[:min(n, len(data))]]
 
@@ -81,7 +82,8 @@ def reference_images(dataset: str, split: str, n: int, data_cfg=None) -> torch.T
 def reference_features(extractor, dataset: str, split: str, n: int, data_cfg=None,
                        progress: bool = False) -> dict[str, np.ndarray]:
     """{"features", "mu", "sigma"} of the reference set, cached as .npz per (dataset, split, extractor, resize, n)."""
-    shape = "" if data_cfg is None else f"-s{data_cfg.image_size or 0}c{data_cfg.channels or 0}"
+    shape = "" if data_cfg is None else (f"-s{data_cfg.image_size or 0}c{data_cfg.channels or 0}"
+                                         f"{selection_key(data_cfg).split('-limit')[0]}")  # never limited
     key = f"{dataset}{shape}-{split}-{extractor.name}-{extractor.sha256[:8]}-{extractor.resize.split()[0]}-n{n}"
     path = cache_dir("reference") / f"{key}.npz"
     if path.is_file():

@@ -5,6 +5,7 @@
     genzoo train FAMILY --dataset NAME [--preset P] [--steps N | --minutes M] [--out RUN_DIR]
                  [--set key=value ...] [--resume]
     genzoo sample RUN_DIR [--n N] [--seed S] [--out FILE.png|FILE.npz] [--set sampler.key=value ...]
+                          [--lora ADAPTER[:SCALE] ...] [--merge]
     genzoo eval RUN_DIR [--n N] [--metrics fd,kid,pr,is,bpd] [--out eval.json]
     genzoo eval --samples FILE.npz (--dataset NAME | --reference FILE.npz) [--metrics ...]
     genzoo compare [--dataset NAME] [--families a,b,...] [--preset P] [--minutes-per-family M | --steps N]
@@ -125,6 +126,10 @@ def _parser() -> argparse.ArgumentParser:
     sa.add_argument("--best", action="store_true", help="use best.pt (lowest in-loop FD) instead of the latest")
     sa.add_argument("--batch-size", type=BATCH, default=256)
     sa.add_argument("--device", default="cpu")
+    sa.add_argument("--lora", action="append", default=[], metavar="ADAPTER[:SCALE]",
+                    help="add a LoRA adapter (a lora run directory or its adapter.safetensors) trained on RUN_DIR, "
+                         "at SCALE (default 1; 0 = the base); repeat to mix several")
+    sa.add_argument("--merge", action="store_true", help="merge the --lora adapters into the weights before sampling")
     prompt = sa.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", help="a text-conditioned run: draw every sample from this prompt")
     prompt.add_argument("--prompts", metavar="FILE", help="a text-conditioned run: prompts, one per line; the grid "
@@ -199,15 +204,18 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_list(args) -> None:
     from genzoo.datasets import DATASETS
-    from genzoo.registry import COMPONENTS, FAMILIES
+    from genzoo.registry import ADAPTERS, COMPONENTS, FAMILIES
 
-    w = max(map(len, [*FAMILIES, *COMPONENTS, *DATASETS]))  # one column for every name
+    w = max(map(len, [*FAMILIES, *COMPONENTS, *ADAPTERS, *DATASETS]))  # one column for every name
     print("families:")
     for name, fam in FAMILIES.items():
         print(f"  {name:{w}s} {fam.description}  [presets: {', '.join(fam.presets)}]")
     print("components (trained like a family, scored by `genzoo eval`, no samples):")
     for name, comp in COMPONENTS.items():
         print(f"  {name:{w}s} {comp.description}  [presets: {', '.join(comp.presets)}]")
+    print("adapters (train on a finished run: --set model.base=RUN; sample like it):")
+    for name, adapter in ADAPTERS.items():
+        print(f"  {name:{w}s} {adapter.description}  [presets: {', '.join(adapter.presets)}]")
     print("datasets:")
     for name, info in DATASETS.items():
         c, h, w_ = info.shape
@@ -266,6 +274,7 @@ def cmd_sample(args) -> None:
     if any(not item.startswith("sampler.") for item in args.set):
         raise ConfigError("genzoo sample takes only sampler.* overrides, e.g. --set sampler.temperature=0.8")
     apply_overrides(run.config, args.set)
+    add_adapters(run, args.lora, args.merge)
     prompts = sample_prompts(run, args)
     text = None if prompts is None else run.model.text_encoder.tokenizer.encode_batch(prompts)
     uint8, labels, _ = generate(run.model, args.n, seed=args.seed, batch_size=args.batch_size, device=args.device,
@@ -283,6 +292,26 @@ def cmd_sample(args) -> None:
         per_prompt = -(-args.n // len(set(prompts))) if prompts is not None else 0
         save_grid(uint8.float() / 127.5 - 1, out, nrow=per_prompt or (K if K and args.n >= K else None))
     print(f"wrote {args.n} samples of {run.config.family} (step {run.step}) to {out}")
+
+
+def add_adapters(run, adapters: list[str], merge: bool) -> None:
+    """`--lora ADAPTER[:SCALE]` (repeatable) and `--merge`: the adapters added to the run's model."""
+    from genzoo.models import lora
+
+    if merge and not adapters:
+        raise ConfigError("--merge merges --lora adapters into the weights: pass at least one --lora")
+    for item in adapters:
+        source, scale = item, 1.0
+        head, sep, tail = item.rpartition(":")
+        if sep and not Path(item).exists():
+            try:
+                source, scale = head, float(tail)
+            except ValueError:
+                raise ConfigError(f"--lora {item}: write ADAPTER or ADAPTER:SCALE with a number, e.g. "
+                                  f"runs/thick:0.5") from None
+        lora.apply_adapter(run.model, source, scale)
+    if merge:
+        lora.merge(run.model)
 
 
 def sample_prompts(run, args) -> list[str] | None:

@@ -33,6 +33,12 @@ class DataConfig:
     # 0 = native; 3 repeats a grey dataset (synthetic: generated channels)
     channels: Annotated[int, Range("[0, 4]")] = 0
     captions: bool = False  # each batch also carries caption tokens (Batch.text; genzoo.datasets.captions)
+    # small-data fine-tuning (LoRA, full fine-tuning): keep only the images of one attribute bin, "ATTRIBUTE:BIN"
+    # (e.g. thickness:thick; genzoo.datasets.attributes), in every split; "" keeps them all
+    subset: str = ""
+    # 0 = every training image; else the first n of a fixed permutation of the (subset's) training split. The
+    # evaluation's reference set is never limited: it is the whole subset.
+    limit: Annotated[int, Range("[0, 100000000]")] = 0
 
 
 @dataclass

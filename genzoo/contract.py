@@ -96,6 +96,11 @@ class GenerativeModel(nn.Module):
     def set_latent_scale(self, latents: torch.Tensor) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not train on latents")
 
+    def adapter_state(self) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+        """trainer: an adapter's (weights, metadata), saved alone beside each checkpoint as safetensors
+        (`train.checkpoint.ADAPTER`); None for a model that is not an adapter."""
+        return None
+
     # shared label handling
     def class_labels(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
         """(n,) labels for a class-conditional model (an error without them), None for an unconditional one."""

@@ -8,6 +8,7 @@ registering it is one line: `"name": Family.from_module("name", module)`.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from genzoo.config import DataConfig, RunConfig, apply_dict, apply_overrides
 from genzoo.contract import MODULE_NAMES, OPTIONAL_MODULE_NAMES
 from genzoo.errors import ConfigError
-from genzoo.models import clip, ddpm, dit, flow, gan, ldm, noisy_classifier, pixelcnn, transformer, vae, vqvae
+from genzoo.models import clip, ddpm, dit, flow, gan, ldm, lora, noisy_classifier, pixelcnn, transformer, vae, vqvae
 from genzoo.rules import validate
 from genzoo.train.trainer import TrainConfig
 
@@ -69,25 +70,57 @@ COMPONENTS: dict[str, Family] = {
 }
 
 
+# Runs that wrap a finished run of a family (`model.base`), train only what they add, and sample as that run does:
+# trained by `genzoo train NAME --set model.base=RUN`, sampled like any run; compare and the family contract test
+# leave them out. Their sampler knobs are the base family's (`base_config`).
+ADAPTERS: dict[str, Family] = {
+    "lora": Family.from_module("lora", lora),
+}
+
+
 def get_family(name: str) -> Family:
-    """A family or a component by name."""
-    if name not in FAMILIES and name not in COMPONENTS:
-        raise ConfigError(f"unknown family {name!r}; choose from: {', '.join(FAMILIES)} (or the components: "
-                          f"{', '.join(COMPONENTS)})")
-    return FAMILIES.get(name) or COMPONENTS[name]
+    """A family, a component or an adapter by name."""
+    for registry in (FAMILIES, COMPONENTS, ADAPTERS):
+        if name in registry:
+            return registry[name]
+    raise ConfigError(f"unknown family {name!r}; choose from: {', '.join(FAMILIES)} (or the components: "
+                      f"{', '.join(COMPONENTS)}; the adapters: {', '.join(ADAPTERS)})")
+
+
+def base_config(source: str, adapter: str) -> RunConfig:
+    """The config of the finished run an adapter wraps (`model.base`), or one line saying what to pass."""
+    from genzoo.train.checkpoint import CONFIG
+
+    if not source:
+        raise ConfigError(f"{adapter} adapts a finished run: pass --set model.base=RUN (a ddpm, ldm, dit, flow or "
+                          f"transformer run directory)")
+    path = Path(source) / CONFIG
+    if not path.is_file():
+        raise ConfigError(f"model.base={source} is not a finished genzoo run (no {CONFIG}); train it first")
+    return load_config_json(path.read_text())
 
 
 def resolve_config(family: str, *, dataset: str | None = None, preset: str = "quick",
                    overrides: list[str] = ()) -> RunConfig:
-    """Defaults -> preset -> `--dataset` -> `--set` overrides, all strict."""
+    """Defaults -> preset -> `--dataset` -> `--set` overrides, all strict. An adapter takes its base run's data
+    and sampler settings after its model.* overrides (which name the base), then `--dataset` and the rest."""
     fam = get_family(family)
     if preset not in fam.presets:
         raise ConfigError(f"unknown preset {preset!r} for {family}; choose from: {', '.join(fam.presets)}")
     cfg = RunConfig(family=family, model=fam.config(), sampler=fam.sampler(), data=DataConfig(), train=TrainConfig())
     apply_dict(cfg, fam.presets[preset])
+    overrides = list(overrides)
+    if family in ADAPTERS:
+        apply_overrides(cfg, [o for o in overrides if o.startswith("model.")])
+        overrides = [o for o in overrides if not o.startswith("model.")]
+        base = base_config(cfg.model.base, family)
+        if base.family not in cfg.model.BASE_FAMILIES:
+            raise ConfigError(f"model.base={cfg.model.base} is a {base.family!r} run; {family} adapts one of: "
+                              f"{', '.join(cfg.model.BASE_FAMILIES)}")
+        cfg.sampler, cfg.data = base.sampler, base.data
     if dataset is not None:
         cfg.data.dataset = dataset
-    apply_overrides(cfg, list(overrides))
+    apply_overrides(cfg, overrides)
     validate(cfg)
     return cfg
 
@@ -96,7 +129,9 @@ def config_from_dict(d: dict) -> RunConfig:
     """Rebuild a RunConfig from its JSON dict (as saved beside every checkpoint), strictly."""
     try:
         fam = get_family(d["family"])
-        cfg = RunConfig(family=d["family"], model=fam.config(), sampler=fam.sampler(), data=DataConfig(),
+        sampler = (base_config(d["model"]["base"], d["family"]).sampler if d["family"] in ADAPTERS
+                   else fam.sampler())  # an adapter samples with its base family's knobs
+        cfg = RunConfig(family=d["family"], model=fam.config(), sampler=sampler, data=DataConfig(),
                         train=TrainConfig())
         model = d["model"]
         if isinstance(model, dict):  # a key an older version saved and this one retired is dropped

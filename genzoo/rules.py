@@ -21,7 +21,7 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from genzoo.errors import ConfigError
+from genzoo.errors import ConfigError, GenzooError
 
 _INTERVAL = re.compile(r"^\s*([\[(])\s*([^,\s]+)\s*,\s*([^,\s]+)\s*([\])])\s*$")
 
@@ -117,5 +117,11 @@ def validate(cfg) -> None:
     from genzoo.datasets.captions import TEMPLATES
     if cfg.data.captions and cfg.data.dataset not in TEMPLATES:
         raise ConfigError(f"data.captions=true: captions exist for {' and '.join(TEMPLATES)}, not {cfg.data.dataset!r}")
+    if cfg.data.subset:
+        from genzoo.datasets import parse_subset
+        try:
+            parse_subset(cfg.data.dataset, cfg.data.subset)
+        except GenzooError as e:
+            raise ConfigError(str(e)) from None
     if cfg.data.image_size and cfg.data.image_size < 8:
         raise ConfigError(f"data.image_size={cfg.data.image_size}: must be 0 (the dataset's own) or at least 8")

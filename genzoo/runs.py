@@ -29,7 +29,17 @@ def build_model(cfg: RunConfig, image_shape: tuple[int, int, int], num_classes: 
     the model class lists which first-stage families it accepts in `autoencoder_families`. A family that
     is a first or a second stage (`transformer`: on pixels, or a VQ-VAE prior) builds its `second_stage`
     class when `model.autoencoder` is set."""
+    from genzoo.registry import ADAPTERS
+
     cls = get_family(cfg.family).model_for(cfg.model)
+    if cfg.family in ADAPTERS:  # a finished run, frozen, with what the adapter adds
+        base = frozen_run(cfg.model.base, cfg.model.BASE_FAMILIES, "model.base", cfg.family)
+        if tuple(base.image_shape) != tuple(image_shape) or base.num_classes != num_classes:
+            raise ConfigError(f"model.base={cfg.model.base} was trained on {base.image_shape} images of "
+                              f"{base.num_classes} classes; this run's data has {tuple(image_shape)} images of "
+                              f"{num_classes}: choose a dataset of the same shape")
+        return cls(cfg.model, image_shape=image_shape, num_classes=num_classes, base=base.model,
+                   base_family=base.config.family)
     kwargs = {}
     if getattr(cfg.model, "text_encoder", ""):  # a finished clip run: its frozen text encoder
         if not cfg.data.captions:

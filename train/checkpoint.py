@@ -30,6 +30,7 @@ BEST = "best.pt"  # the checkpoint with the lowest in-loop FD (train.eval_every)
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 LOCK = ".lock"
+ADAPTER = "adapter.safetensors"  # an adapter run's updates alone (models/lora.py), beside its checkpoint
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -90,6 +91,15 @@ def run_lock(out: Path, *, active: bool = True):
         f.close()
         if created and {p.name for p in out.iterdir()} <= {LOCK}:
             shutil.rmtree(out, ignore_errors=True)
+
+
+def save_adapter(path: Path, weights: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    """Tensors and string metadata as safetensors, atomically (an earlier file is never half overwritten)."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(tmp), metadata=meta)
+    os.replace(tmp, path)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:

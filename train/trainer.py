@@ -40,7 +40,7 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from genzoo.contract import Batch, GenerativeModel
-from genzoo.datasets import captions
+from genzoo.datasets import captions, selection_key
 from genzoo.errors import ConfigError, Interrupted, TrainingError
 from genzoo.evaluation.grid import save_grid
 from genzoo.train import checkpoint as ckpt
@@ -265,7 +265,8 @@ def setup(cfg, out_dir: str | Path, *, dist: DistInfo = DistInfo(), resume: bool
     torch.manual_seed(tc.seed)  # identical initialisation on every rank
     model = build_model(cfg, data.shape, data.num_classes)  # second stages load their frozen autoencoder here
     model = model.to(device, memory_format=memory_format)
-    latents = training_latents(model, data, cfg.data.dataset, device, fresh=saved is None)
+    latents = training_latents(model, data, cfg.data.dataset + selection_key(cfg.data), device,
+                               fresh=saved is None)
     ema = EMA(model, tc.ema_decay)
     phase_cfg = phase_settings(tc, model.phases)
     optims = {p: torch.optim.AdamW(list(model.parameters_for(p)), lr=tc.lr, betas=(tc.beta1, tc.beta2),
@@ -622,6 +623,9 @@ def save(p: Parts, s: TrainState, path: Path | None = None) -> None:
             "model": p.model.state_dict(), "ema": p.ema.state_dict(),
             "optimizers": {ph: o.state_dict() for ph, o in p.optims.items()}, "scaler": p.scaler.state_dict(),
             "rng": ckpt.capture_rng(), "best_fd": s.best_fd})
+        adapter = p.ema.module.adapter_state() if isinstance(p.model, GenerativeModel) else None
+        if adapter is not None:  # an adapter's updates alone, from the EMA weights, beside the checkpoint
+            ckpt.save_adapter(p.out / ckpt.ADAPTER, *adapter)
 
 
 def finish(p: Parts, s: TrainState, stop: str) -> dict:
