@@ -198,10 +198,12 @@ def evaluate_images(images: torch.Tensor, *, dataset: str | None = None, referen
 @torch.no_grad()
 def generate(model, n: int, *, seed: int = 0, batch_size: int = 256, device="cpu", knobs=None,
              progress: bool = False, text: torch.Tensor | None = None,
-             labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+             labels: torch.Tensor | None = None,
+             control: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, float]:
     """n uint8 samples (labels cycle through the classes if conditional, unless given: (n,); `text`: (n, context)
     caption tokens of a text-conditioned model, one per sample, with `labels` the classes the prompts name, which
-    classifier guidance reads) and the sampling images/s."""
+    classifier guidance reads; `control`: (n, c, H, W) control images of a controlnet run, one per sample) and the
+    sampling images/s."""
     from tqdm.auto import tqdm
 
     from genzoo.evaluation.grid import to_uint8
@@ -214,6 +216,8 @@ def generate(model, n: int, *, seed: int = 0, batch_size: int = 256, device="cpu
     for i in tqdm(range(0, n, batch_size), disable=not progress, desc="sampling", unit="batch"):
         y = None if labels is None else labels[i:i + batch_size].to(device)
         prompts = {} if text is None else {"text": text[i:i + batch_size].to(device)}
+        if control is not None:
+            prompts["control"] = control[i:i + batch_size].to(device)
         chunks.append(to_uint8(model.sample(min(batch_size, n - i), labels=y, generator=gen, **prompts,
                                             **(knobs or {}))))
     return torch.cat(chunks), labels, n / (time.perf_counter() - t0)

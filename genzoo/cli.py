@@ -130,6 +130,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="add a LoRA adapter (a lora run directory or its adapter.safetensors) trained on RUN_DIR, "
                          "at SCALE (default 1; 0 = the base); repeat to mix several")
     sa.add_argument("--merge", action="store_true", help="merge the --lora adapters into the weights before sampling")
+    control = sa.add_mutually_exclusive_group()
+    control.add_argument("--control", metavar="FILE", help="a controlnet run: control images as it reads them "
+                                                           "(PNG, or NPZ `images` [+ `labels`]), one or one per sample")
+    control.add_argument("--control-from", metavar="FILE", help="a controlnet run: images (PNG or NPZ) to compute "
+                                                                "the controls from, as in training")
+    sa.add_argument("--control-scale", type=float, default=1.0, help="a controlnet run: its residuals' scale "
+                                                                      "(default 1; 0 = the base)")
     prompt = sa.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", help="a text-conditioned run: draw every sample from this prompt")
     prompt.add_argument("--prompts", metavar="FILE", help="a text-conditioned run: prompts, one per line; the grid "
@@ -277,8 +284,10 @@ def cmd_sample(args) -> None:
     add_adapters(run, args.lora, args.merge)
     prompts = sample_prompts(run, args)
     text = None if prompts is None else run.model.text_encoder.tokenizer.encode_batch(prompts)
+    control, control_labels = sample_controls(run, args)
+    knobs = vars(run.config.sampler) | ({"control_scale": args.control_scale} if control is not None else {})
     uint8, labels, _ = generate(run.model, args.n, seed=args.seed, batch_size=args.batch_size, device=args.device,
-                                knobs=vars(run.config.sampler), text=text)
+                                knobs=knobs, text=text, control=control, labels=control_labels)
     K = run.model.num_classes
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
@@ -312,6 +321,57 @@ def add_adapters(run, adapters: list[str], merge: bool) -> None:
         lora.apply_adapter(run.model, source, scale)
     if merge:
         lora.merge(run.model)
+
+
+def sample_controls(run, args):
+    """(control images (n, c, H, W) in [-1, 1], their labels or None) from --control / --control-from, or
+    (None, None); a run that is not a controlnet refuses them."""
+    import torch
+
+    from genzoo.models import controlnet
+
+    source = args.control or args.control_from
+    if source is None:
+        if args.control_scale != 1.0:
+            raise ConfigError("--control-scale scales a control: pass --control FILE or --control-from FILE")
+        return None, None
+    if run.config.family != "controlnet":
+        raise ConfigError(f"{args.run_dir} is a {run.config.family} run; --control steers a controlnet run "
+                          f"(`genzoo train controlnet --set model.base={args.run_dir}`)")
+    images, labels = _load_images(source, run.image_shape if args.control_from else (
+        controlnet.control_channels(run.config.model.control, run.image_shape[0]), *run.image_shape[1:]))
+    x = images.float() / 127.5 - 1
+    if args.control_from:
+        x = controlnet.control_image(run.config.model.control, x)
+    if len(x) not in (1, args.n):
+        raise ConfigError(f"{source} holds {len(x)} images: give one (for every sample) or --n {len(x)}")
+    if labels is not None and run.model.num_classes:
+        labels = labels.long().expand(args.n) if len(labels) == 1 else labels.long()
+    return x.expand(args.n, -1, -1, -1).contiguous(), (labels if run.model.num_classes else None)
+
+
+def _load_images(path: str, shape: tuple[int, int, int]):
+    """uint8 (N, C, H, W) images and their labels (or None) from a PNG or an NPZ (`images`, optional `labels`)."""
+    import numpy as np
+    import torch
+
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: no such file")
+    if path.endswith(".npz"):
+        images, labels = _load_npz(path)
+    else:
+        from PIL import Image, UnidentifiedImageError
+        try:
+            img = Image.open(path).convert("L" if shape[0] == 1 else "RGB")
+        except (UnidentifiedImageError, OSError) as e:
+            raise ConfigError(f"{path}: not a readable image ({e})") from None
+        a = np.asarray(img, dtype=np.uint8)
+        images, labels = torch.from_numpy(a.reshape(*a.shape[:2], -1)).permute(2, 0, 1)[None].contiguous(), None
+    if images.dtype != torch.uint8:
+        raise ConfigError(f"{path}: images must be uint8 (0..255), got {images.dtype}")
+    if tuple(images.shape[1:]) != tuple(shape):
+        raise ConfigError(f"{path}: images of shape {tuple(images.shape[1:])}; this run needs {tuple(shape)}")
+    return images, labels
 
 
 def sample_prompts(run, args) -> list[str] | None:

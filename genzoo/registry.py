@@ -16,7 +16,7 @@ from typing import Any
 from genzoo.config import DataConfig, RunConfig, apply_dict, apply_overrides
 from genzoo.contract import MODULE_NAMES, OPTIONAL_MODULE_NAMES
 from genzoo.errors import ConfigError
-from genzoo.models import clip, ddpm, dit, flow, gan, ldm, lora, noisy_classifier, pixelcnn, transformer, vae, vqvae
+from genzoo.models import clip, controlnet, ddpm, dit, flow, gan, ldm, lora, noisy_classifier, pixelcnn, transformer, vae, vqvae
 from genzoo.rules import validate
 from genzoo.train.trainer import TrainConfig
 
@@ -75,6 +75,7 @@ COMPONENTS: dict[str, Family] = {
 # leave them out. Their sampler knobs are the base family's (`base_config`).
 ADAPTERS: dict[str, Family] = {
     "lora": Family.from_module("lora", lora),
+    "controlnet": Family.from_module("controlnet", controlnet),
 }
 
 

@@ -143,28 +143,53 @@ class UNet(nn.Module):
         self.out = nn.Sequential(group_norm(c), nn.SiLU(), zero_(nn.Conv2d(c, out_channels or in_channels, 3,
                                                                             padding=1)))
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | Text | None = None) -> torch.Tensor:
-        """x_t (B, C, H, W), t (B,) timesteps, y (B,) labels in 0..K (K = null label), a `Text`, or None."""
-        emb = self.time_mlp(timestep_embedding(t, self.ch))  # (B, 4ch)
-        text = y if self.pooled_proj is not None else None
-        if self.label_emb is not None:
-            emb = emb + self.label_emb(y if y is not None else torch.full_like(t, self.num_classes).long())
-        if text is not None:
-            emb = emb + self.pooled_proj(text.pooled)
-        emb = F.silu(emb)  # DDPM applies the nonlinearity before each block's projection; once is enough
-        h = self.conv_in(x_t)  # (B, ch, H, W)
-        hs = [h]
-        for layer in self.down:
-            h = layer(h, emb, text) if isinstance(layer, TimestepBlock) else layer(h)
-            hs.append(h)
-        for layer in self.mid:
-            h = layer(h, emb, text)
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor | Text | None = None,
+                control: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """x_t (B, C, H, W), t (B,) timesteps, y (B,) labels in 0..K (K = null label), a `Text`, or None.
+        `control`: ControlNet's residuals (models/controlnet.py), one per skip connection and one for the middle."""
+        emb, text = self.embed(t, y)
+        h, hs = self.encode(x_t, emb, text)
+        if control is not None:  # added to what the encoder hands the decoder (Zhang et al. 2023, Fig. 3)
+            *skips, middle = control
+            hs, h = [s + c for s, c in zip(hs, skips)], h + middle
         for layer in self.up:
             if isinstance(layer, TimestepBlock):
                 h = layer(torch.cat([h, hs.pop()], dim=1), emb, text)
             else:
                 h = layer(h)
         return self.out(h)  # (B, out_channels, H, W)
+
+    def embed(self, t: torch.Tensor, y: torch.Tensor | Text | None) -> tuple[torch.Tensor, Text | None]:
+        """The embedding every block reads (B, 4ch): time, plus the class or the pooled text; and the Text, if any."""
+        emb = self.time_mlp(timestep_embedding(t, self.ch))  # (B, 4ch)
+        text = y if self.pooled_proj is not None else None
+        if self.label_emb is not None:
+            emb = emb + self.label_emb(y if y is not None else torch.full_like(t, self.num_classes).long())
+        if text is not None:
+            emb = emb + self.pooled_proj(text.pooled)
+        return F.silu(emb), text  # DDPM applies the nonlinearity before each block's projection; once is enough
+
+    def encode(self, x_t: torch.Tensor, emb: torch.Tensor, text: Text | None,
+               hint: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The encoder and the middle block: h (B, c, h, w) and the skips hs (each block's output). `hint`
+        (B, ch, H, W): a ControlNet's control features, added to the first feature map."""
+        h = self.conv_in(x_t)  # (B, ch, H, W)
+        if hint is not None:
+            h = h + hint
+        hs = [h]
+        for layer in self.down:
+            h = layer(h, emb, text) if isinstance(layer, TimestepBlock) else layer(h)
+            hs.append(h)
+        for layer in self.mid:
+            h = layer(h, emb, text)
+        return h, hs
+
+    def skip_channels(self) -> list[int]:
+        """The channels of each skip of `encode` and, last, of the middle's output."""
+        channels = [self.conv_in.out_channels]
+        for layer in self.down:
+            channels.append(layer.res.conv2.out_channels if isinstance(layer, TimestepBlock) else channels[-1])
+        return channels + [channels[-1]]
 
 
 # ----------------------------------------------------------------------------------------
