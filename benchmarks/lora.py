@@ -2,14 +2,15 @@
 
     python benchmarks/lora.py BASE_RUN --out runs/lora [--tasks style,domain] [--steps 600] [--n 1000]
         [--set-lora KEY=VALUE ...] [--set-full KEY=VALUE ...]
-    python benchmarks/lora.py --table benchmarks/results/lora_cpu.jsonl     # the README's table from the results
+    python benchmarks/lora.py --table benchmarks/results/lora_cpu.jsonl [--tasks style]   # the tables of the docs
 
 Tasks (both on an MNIST run):
     style   200 MNIST digits of the thickest stroke bin (`data.subset=thickness:thick data.limit=200`)
     domain  500 Fashion-MNIST images (`--dataset fashion-mnist data.limit=500`), the base's classes reused
 
 Each method trains with `genzoo train lora --preset quick --set model.base=BASE model.method=lora|full`
-(a subprocess, so that its peak memory is its own) for the same number of steps. Measured per run: trainable
+(a subprocess, so that its peak memory is its own) for the same number of steps: LoRA at each of `--ranks`
+(alpha = r) at the preset's step size, full fine-tuning at 2e-3. Measured per run: trainable
 parameters, the size of what must be shipped (the adapter file; for full fine-tuning the denoiser's weights as
 safetensors), the training process's peak RSS, training images/s, FD-<domain classifier> and requested-class
 accuracy on the target (reference: the whole target bin or dataset, never limited), and FD on the source
@@ -34,8 +35,15 @@ TASKS = {
     "style": ("mnist", ["data.subset=thickness:thick", "data.limit=200"], "200 thick MNIST digits"),
     "domain": ("fashion-mnist", ["data.limit=500"], "500 Fashion-MNIST images"),
 }
-METHODS = ("lora", "full")
 SAMPLE_CHECK = 100  # samples drawn merged and unmerged, at scale 0 and from the base
+
+
+def method_overrides(method: str) -> list[str]:
+    """"lora-r2" -> rank 2 (alpha = rank: the update's factor is 1), "full" -> full fine-tuning."""
+    if method == "full":
+        return ["model.method=full"]
+    r = int(method.removeprefix("lora-r"))
+    return ["model.method=lora", f"model.rank={r}", f"model.alpha={r}"]
 
 
 def train(base: Path, task: str, method: str, out: Path, steps: int, extra: list[str]) -> dict:
@@ -45,7 +53,7 @@ def train(base: Path, task: str, method: str, out: Path, steps: int, extra: list
     if (run / "metrics.jsonl").is_file() and '"event": "end"' in (run / "metrics.jsonl").read_text():
         return {"run": run.name, "reused": True}
     argv = ["train", "lora", "--dataset", dataset, "--preset", "quick", "--steps", str(steps), "--out", str(run),
-            "--no-progress", "--set", f"model.base={base}", f"model.method={method}", *sets, *extra]
+            "--no-progress", "--set", f"model.base={base}", *method_overrides(method), *sets, *extra]
     code = ("import resource, sys; from genzoo.cli import main; rc = main(sys.argv[1:]); "
             "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
     t0 = time.time()
@@ -96,8 +104,12 @@ def sample_checks(base: Path, adapter: Path, knobs: dict) -> dict:
         with torch.no_grad():
             return model.sample(SAMPLE_CHECK, labels=labels, generator=g, **knobs)
 
-    unmerged = draw(1.0)
-    return {"merged_max_abs_diff": float((draw(1.0, merge=True) - unmerged).abs().max()),
+    from genzoo.evaluation.grid import to_uint8
+
+    unmerged, merged = draw(1.0), draw(1.0, merge=True)
+    return {"merged_max_abs_diff": float((merged - unmerged).abs().max()),
+            "merged_mean_abs_diff": float((merged - unmerged).abs().mean()),
+            "merged_uint8_pixels_differing": int((to_uint8(merged) != to_uint8(unmerged)).sum()),
             "scale0_equals_base": bool(torch.equal(draw(0.0), draw(None)))}
 
 
@@ -113,21 +125,25 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=600, help="optimizer steps of every method (default 600)")
     p.add_argument("--n", type=int, default=1000, help="samples per evaluation (default 1000)")
     p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--ranks", default="1,2", help="LoRA ranks to train, each beside full fine-tuning (default 1,2)")
     p.add_argument("--set-lora", nargs="+", default=[], metavar="KEY=VALUE", help="extra overrides of the LoRA runs")
-    p.add_argument("--set-full", nargs="+", default=[], metavar="KEY=VALUE", help="extra overrides of the full runs")
+    p.add_argument("--set-full", nargs="+", default=["train.lr=2e-3"], metavar="KEY=VALUE",
+                   help="extra overrides of the full runs (default train.lr=2e-3: the base's lr 1e-3, doubled)")
     p.add_argument("--table", metavar="RESULTS.jsonl", help="print the README's table from these results and stop")
     a = p.parse_args()
     if a.table:
-        print(table([json.loads(x) for x in Path(a.table).read_text().splitlines() if x.strip()]))
+        rows = [json.loads(x) for x in Path(a.table).read_text().splitlines() if x.strip()]
+        print(table([r for r in rows if r.get("task") in a.tasks.split(",")]))
         return
     if not a.base:
         p.error("give a BASE_RUN (or --table RESULTS.jsonl)")
     base, out = Path(a.base).resolve(), Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     tasks = a.tasks.split(",")
+    methods = [f"lora-r{r}" for r in a.ranks.split(",")] + ["full"]
     for task in tasks:
-        for method in METHODS:
-            print(json.dumps(train(base, task, method, out, a.steps, a.set_lora if method == "lora" else a.set_full)),
+        for method in methods:
+            print(json.dumps(train(base, task, method, out, a.steps, a.set_full if method == "full" else a.set_lora)),
                   flush=True)
 
     base_run = open_run(base)
@@ -138,17 +154,18 @@ def main() -> None:
         data_cfg = DataConfig(dataset=dataset, subset=next((s.split("=", 1)[1] for s in sets if "subset" in s), ""))
         print(json.dumps({"task": task, "target": what, "method": "base", "steps": 0,
                           **scores(base_run.model, dataset, data_cfg, a.n, knobs, a.batch_size)}), flush=True)
-        for method in METHODS:
+        for method in methods:
             run_dir = out / f"{task}-{method}"
             run = open_run(run_dir)
             trainable = [p for p in run.model.parameters_for("main")]
             end = next(json.loads(x) for x in reversed((run_dir / ckpt.METRICS).read_text().splitlines())
                        if '"event": "end"' in x)
-            shipped = ((run_dir / ckpt.ADAPTER).stat().st_size if method == "lora" else
+            lora = method != "full"
+            shipped = ((run_dir / ckpt.ADAPTER).stat().st_size if lora else
                        safetensors_bytes({n: p for n, p in run.model.named_parameters() if p.requires_grad}))
-            row = {"task": task, "target": what, "method": method, "steps": run.step,
-                   "rank": run.config.model.rank if method == "lora" else None,
-                   "targets": run.config.model.targets if method == "lora" else None,
+            row = {"task": task, "target": what, "method": "lora" if lora else "full", "steps": run.step,
+                   "rank": run.config.model.rank if lora else None,
+                   "targets": run.config.model.targets if lora else None,
                    "lr": run.config.train.lr, "batch_size": run.config.train.batch_size,
                    "trainable": sum(p.numel() for p in trainable),
                    "base_parameters": sum(p.numel() for p in base_run.model.parameters()),
@@ -156,7 +173,7 @@ def main() -> None:
                    "peak_rss_mb": round(int((run_dir / "peak_rss_kb").read_text()) / 1024, 1),
                    "train_img_per_s": round(end["images_seen"] / end["train_s"], 1), "train_s": round(end["train_s"], 1),
                    **scores(run.model, dataset, run.config.data, a.n, knobs, a.batch_size)}
-            if method == "lora":
+            if lora:
                 row.update(sample_checks(base, run_dir / ckpt.ADAPTER, knobs))
             print(json.dumps(row), flush=True)
 
