@@ -140,6 +140,54 @@ class Component(nn.Module):
         raise NotImplementedError
 
 
+class Adapter(GenerativeModel):
+    """A finished run's model (`base`, frozen) plus what an adapter trains (LoRA, ControlNet: models/lora.py,
+    models/controlnet.py). Built as `Model(cfg, image_shape, num_classes, base=MODEL, base_family=NAME)` by
+    `runs.build_model`; registered in `genzoo.registry.ADAPTERS`. It trains, samples and is scored as the base is:
+    loss, sample, network_evaluations, log_likelihood and the capabilities are the base's, and every other
+    attribute (autoencoder, encode, text_encoder, ...) reads through to it. A subclass says what trains
+    (`parameters_for`) and may change how the base is called."""
+
+    def __init__(self, base: GenerativeModel, base_family: str):
+        super().__init__()
+        from genzoo.train.latents import weights_sha256
+
+        self.base_family = base_family
+        self.base_sha256 = weights_sha256(base)  # before any change: the identity an adapter file records
+        self.base = base.requires_grad_(False)
+        self.num_classes = base.num_classes
+        for cap in CAPABILITIES:  # what the base can do, this run can do
+            setattr(self, cap, getattr(base, cap))
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            base = self.__dict__.get("_modules", {}).get("base")
+            if base is None:
+                raise
+            return getattr(base, name)
+
+    def parameters_for(self, phase: str) -> Iterable[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def loss(self, batch: Batch, phase: str = "main") -> dict[str, torch.Tensor]:
+        return self.base.loss(batch, phase)
+
+    def sample(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               **knobs) -> torch.Tensor:
+        return self.base.sample(n, labels=labels, generator=generator, **knobs)
+
+    def network_evaluations(self, **knobs) -> int:
+        return self.base.network_evaluations(**knobs)
+
+    def log_likelihood(self, batch: Batch, **knobs) -> torch.Tensor:
+        return self.base.log_likelihood(batch, **knobs)
+
+    def set_latent_scale(self, latents: torch.Tensor) -> None:
+        """A latent base keeps the scale it was trained with (its denoiser reads latents at that scale)."""
+
+
 def classes(cfg, num_classes: int) -> int:
     """A model's `num_classes`: the dataset's K when its config asks for class conditioning, else 0."""
     return num_classes if cfg.class_cond else 0

@@ -34,11 +34,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from genzoo.contract import CAPABILITIES, GenerativeModel
+from genzoo.contract import Adapter, GenerativeModel
 from genzoo.errors import ConfigError
 from genzoo.models.unet import UNet, zero_
 from genzoo.rules import Range
-from genzoo.train.latents import weights_sha256
 
 CONTROLS = ("edges", "low-res", "masked")
 
@@ -138,20 +137,15 @@ class ControlledUNet(nn.Module):
 # the run
 
 
-class ControlNet(GenerativeModel):
+class ControlNet(Adapter):
     """A finished ddpm or ldm run (frozen) whose U-Net is steered by a trained ControlBranch. Trains and samples
     as the base does, with a control image per sample: `loss` computes it from the batch's images,
     `sample(..., control=c, control_scale=s)` takes it."""
 
     def __init__(self, cfg: ControlNetConfig, image_shape: tuple[int, int, int], num_classes: int = 0, *,
                  base: GenerativeModel, base_family: str = ""):
-        super().__init__()
-        self.cfg, self.base_family, self.image_shape = cfg, base_family, tuple(image_shape)
-        self.base_sha256 = weights_sha256(base)
-        self.base = base.requires_grad_(False)
-        self.num_classes = base.num_classes
-        for cap in CAPABILITIES:
-            setattr(self, cap, getattr(base, cap))
+        super().__init__(base, base_family)
+        self.cfg, self.image_shape = cfg, tuple(image_shape)
         self.likelihood = self.ode_likelihood = None  # the control is not part of the declared likelihood
         holder = base.diffusion if base_family == "ldm" else base  # whose `net` is the U-Net
         if not isinstance(holder.net, UNet):
@@ -165,16 +159,6 @@ class ControlNet(GenerativeModel):
         branch = ControlBranch(holder.net, control_channels(cfg.control, image_shape[0]), halvings, cfg.hint_width)
         holder.net = ControlledUNet(holder.net, branch)
         self.controlled = holder.net
-
-    def __getattr__(self, name: str):
-        """Everything else (autoencoder, encode, text_encoder, ...) is the base's."""
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            base = self.__dict__.get("_modules", {}).get("base")
-            if base is None:
-                raise
-            return getattr(base, name)
 
     def parameters_for(self, phase: str):
         return list(self.controlled.branch.parameters())
@@ -201,12 +185,6 @@ class ControlNet(GenerativeModel):
             return self.base.sample(n, labels=labels, generator=generator, **knobs)
         finally:
             self.controlled.c, self.controlled.scale = None, 1.0
-
-    def network_evaluations(self, **knobs) -> int:
-        return self.base.network_evaluations(**knobs)
-
-    def set_latent_scale(self, latents: torch.Tensor) -> None:
-        """A latent base keeps the scale it was trained with."""
 
 
 # ----------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Annotated, ClassVar, Literal
 import torch
 import torch.nn as nn
 
-from genzoo.contract import CAPABILITIES, GenerativeModel
+from genzoo.contract import Adapter, GenerativeModel
 from genzoo.errors import CheckpointError, ConfigError
 from genzoo.rules import Range
 from genzoo.train import checkpoint as ckpt
@@ -198,21 +198,14 @@ class _Weights:
 # the run: a finished model, frozen, plus its updates
 
 
-class LoRA(GenerativeModel):
-    """A finished run's model (`base`, frozen) with low-rank updates (method lora) or all its denoiser's weights
-    trainable (method full). Trains, samples and is scored as the base is: loss, sample and the rest are the
-    base's; only `parameters_for` differs."""
+class LoRA(Adapter):
+    """A finished run's model (frozen) with low-rank updates (method lora) or all its denoiser's weights trainable
+    (method full); everything else is the base's (`genzoo.contract.Adapter`)."""
 
     def __init__(self, cfg: LoRAConfig, image_shape: tuple[int, int, int], num_classes: int = 0, *,
                  base: GenerativeModel, base_family: str = ""):
-        super().__init__()
-        self.cfg, self.base_family = cfg, base_family
-        self.base_sha256 = weights_sha256(base)  # before any update: the identity an adapter file records
-        self.base = base
-        self.num_classes = base.num_classes
-        for cap in CAPABILITIES:  # what the base can do, this run can do
-            setattr(self, cap, getattr(base, cap))
-        base.requires_grad_(False)
+        super().__init__(base, base_family)
+        self.cfg = cfg
         if cfg.method == "lora":
             self.layer_names = targets_of(base, cfg.targets)
             if not self.layer_names:
@@ -223,34 +216,6 @@ class LoRA(GenerativeModel):
         else:  # full fine-tuning: the denoiser, not the frozen parts
             for name, p in base.named_parameters():
                 p.requires_grad_(not any(part in FROZEN_PARTS for part in name.split(".")))
-
-    def __getattr__(self, name: str):
-        """Everything else (autoencoder, encode, text_encoder, image_shape, ...) is the base's."""
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            base = self.__dict__.get("_modules", {}).get("base")
-            if base is None:
-                raise
-            return getattr(base, name)
-
-    def parameters_for(self, phase: str):
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def loss(self, batch, phase: str = "main") -> dict[str, torch.Tensor]:
-        return self.base.loss(batch, phase)
-
-    def sample(self, n: int, *, labels=None, generator=None, **knobs) -> torch.Tensor:
-        return self.base.sample(n, labels=labels, generator=generator, **knobs)
-
-    def network_evaluations(self, **knobs) -> int:
-        return self.base.network_evaluations(**knobs)
-
-    def log_likelihood(self, batch, **knobs) -> torch.Tensor:
-        return self.base.log_likelihood(batch, **knobs)
-
-    def set_latent_scale(self, latents: torch.Tensor) -> None:
-        """A latent base keeps the scale it was trained with (its denoiser reads latents at that scale)."""
 
     def adapter_state(self) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
         """(weights, metadata) of `adapter.safetensors`: the updates alone, named by the base's layers."""
