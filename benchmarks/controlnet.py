@@ -33,7 +33,7 @@ def train(base: Path, kind: str, out: Path, extra: list[str]) -> dict:
     argv = ["train", "controlnet", "--preset", "quick", "--out", str(run), "--no-progress", "--set",
             f"model.base={base}", f"model.control={kind}", *extra]
     t0 = time.time()
-    subprocess.run([sys.executable, "-m", "genzoo", *argv], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "genzoo", *argv], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)  # JSON only
     return {"run": run.name, "command": "genzoo " + " ".join(argv), "wall_s": round(time.time() - t0, 1)}
 
 
