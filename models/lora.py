@@ -35,7 +35,7 @@ from genzoo.contract import Adapter, GenerativeModel
 from genzoo.errors import CheckpointError, ConfigError
 from genzoo.rules import Range
 from genzoo.train import checkpoint as ckpt
-from genzoo.train.latents import weights_sha256
+from genzoo.train.latents import state_sha256
 
 FORMAT = "genzoo-lora-1"
 FROZEN_PARTS = ("autoencoder", "text_encoder")  # a base's own frozen parts: never adapted, never fine-tuned
@@ -183,15 +183,7 @@ def weights_sha256_of_base(model: nn.Module) -> str:
     """The base's identity: sha256 of its weights, read through any LoRALayer already added (so a second adapter
     checks against the same base as the first)."""
     state = {k.replace(".layer.", "."): v for k, v in model.state_dict().items() if ".adapters." not in k}
-    return weights_sha256(_Weights(state))
-
-
-class _Weights:
-    def __init__(self, state):
-        self._state = state
-
-    def state_dict(self):
-        return self._state
+    return state_sha256(state)
 
 
 # ----------------------------------------------------------------------------------------

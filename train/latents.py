@@ -16,8 +16,12 @@ from genzoo.datasets import cache_dir
 
 
 def weights_sha256(module: torch.nn.Module) -> str:
+    return state_sha256(module.state_dict())
+
+
+def state_sha256(state: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
+    for name, t in sorted(state.items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # 1-D: any memory format
     return h.hexdigest()
