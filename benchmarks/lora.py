@@ -14,8 +14,9 @@ Each method trains with `genzoo train lora --preset quick --set model.base=BASE 
 parameters, the size of what must be shipped (the adapter file; for full fine-tuning the denoiser's weights as
 safetensors), the training process's peak RSS, training images/s, FD-<domain classifier> and requested-class
 accuracy on the target (reference: the whole target bin or dataset, never limited), and FD on the source
-(MNIST) of the adapted model; the base's own scores on both are the first rows. For LoRA also: merged against
-unmerged samples (max |difference|) and scale 0 against the base (bit for bit). One JSON line per row.
+(MNIST) of the adapted model (for LoRA: the base with the adapter file added, as shipped); the base's own scores on
+both are the first rows. For LoRA also: merged against unmerged samples (max |difference|) and scale 0 against the
+base (bit for bit). One JSON line per row.
 """
 
 from __future__ import annotations
@@ -84,6 +85,17 @@ def scores(model, dataset: str, data_cfg, n: int, knobs: dict, batch_size: int) 
     acc = target.get("label_accuracy", {}).get("value")
     return {"target_fd": round(target["fd"]["value"], 2), "target_acc": None if acc is None else round(acc, 4),
             "source_fd": round(source["fd"]["value"], 2)}
+
+
+def shipped_model(base: Path, run_dir: Path):
+    """The base with the run's adapter file added: what a user of the file samples (its weights as stored)."""
+    from genzoo.models import lora
+    from genzoo.runs import open_run
+    from genzoo.train import checkpoint as ckpt
+
+    model = open_run(base).model
+    lora.apply_adapter(model, run_dir / ckpt.ADAPTER)
+    return model
 
 
 def sample_checks(base: Path, adapter: Path, knobs: dict) -> dict:
@@ -172,7 +184,8 @@ def main() -> None:
                    "file_bytes": shipped, "base_weights_bytes": base_weights,
                    "peak_rss_mb": round(int((run_dir / "peak_rss_kb").read_text()) / 1024, 1),
                    "train_img_per_s": round(end["images_seen"] / end["train_s"], 1), "train_s": round(end["train_s"], 1),
-                   **scores(run.model, dataset, run.config.data, a.n, knobs, a.batch_size)}
+                   **scores(shipped_model(base, run_dir) if lora else run.model, dataset, run.config.data, a.n, knobs,
+                            a.batch_size)}
             if lora:
                 row.update(sample_checks(base, run_dir / ckpt.ADAPTER, knobs))
             print(json.dumps(row), flush=True)

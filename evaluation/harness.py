@@ -198,12 +198,12 @@ def evaluate_images(images: torch.Tensor, *, dataset: str | None = None, referen
 @torch.no_grad()
 def generate(model, n: int, *, seed: int = 0, batch_size: int = 256, device="cpu", knobs=None,
              progress: bool = False, text: torch.Tensor | None = None,
-             labels: torch.Tensor | None = None,
-             control: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+             labels: torch.Tensor | None = None, control: torch.Tensor | None = None,
+             image_prompt: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, float]:
     """n uint8 samples (labels cycle through the classes if conditional, unless given: (n,); `text`: (n, context)
     caption tokens of a text-conditioned model, one per sample, with `labels` the classes the prompts name, which
-    classifier guidance reads; `control`: (n, c, H, W) control images of a controlnet run, one per sample) and the
-    sampling images/s."""
+    classifier guidance reads; `control`: (n, c, H, W) control images of a controlnet run, one per sample;
+    `image_prompt`: (n, C, H, W) images in [-1, 1] of an ip-adapter, one per sample) and the sampling images/s."""
     from tqdm.auto import tqdm
 
     from genzoo.evaluation.grid import to_uint8
@@ -218,6 +218,8 @@ def generate(model, n: int, *, seed: int = 0, batch_size: int = 256, device="cpu
         prompts = {} if text is None else {"text": text[i:i + batch_size].to(device)}
         if control is not None:
             prompts["control"] = control[i:i + batch_size].to(device)
+        if image_prompt is not None:
+            prompts["image_prompt"] = image_prompt[i:i + batch_size].to(device)
         chunks.append(to_uint8(model.sample(min(batch_size, n - i), labels=y, generator=gen, **prompts,
                                             **(knobs or {}))))
     return torch.cat(chunks), labels, n / (time.perf_counter() - t0)

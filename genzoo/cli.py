@@ -5,7 +5,9 @@
     genzoo train FAMILY --dataset NAME [--preset P] [--steps N | --minutes M] [--out RUN_DIR]
                  [--set key=value ...] [--resume]
     genzoo sample RUN_DIR [--n N] [--seed S] [--out FILE.png|FILE.npz] [--set sampler.key=value ...]
-                          [--lora ADAPTER[:SCALE] ...] [--merge]
+                          [--lora ADAPTER[:SCALE] ...] [--merge] [--prompt TEXT | --prompts FILE]
+                          [--control FILE | --control-from FILE] [--control-scale S]
+                          [--image-prompt FILE] [--ip-adapter ADAPTER] [--ip-scale LAMBDA]
     genzoo eval RUN_DIR [--n N] [--metrics fd,kid,pr,is,bpd] [--out eval.json]
     genzoo eval --samples FILE.npz (--dataset NAME | --reference FILE.npz) [--metrics ...]
     genzoo compare [--dataset NAME] [--families a,b,...] [--preset P] [--minutes-per-family M | --steps N]
@@ -137,6 +139,11 @@ def _parser() -> argparse.ArgumentParser:
                                                                 "the controls from, as in training")
     sa.add_argument("--control-scale", type=float, default=1.0, help="a controlnet run: its residuals' scale "
                                                                       "(default 1; 0 = the base)")
+    sa.add_argument("--image-prompt", metavar="FILE", help="an ip-adapter run (or --ip-adapter): image prompts "
+                                                            "(PNG, or NPZ `images` [+ `labels`]), one or one per sample")
+    sa.add_argument("--ip-adapter", metavar="ADAPTER", help="add an IP-Adapter (an ip-adapter run directory or its "
+                                                            "adapter.safetensors) trained on RUN_DIR's base")
+    sa.add_argument("--ip-scale", type=float, default=1.0, help="the image prompt's weight lambda (default 1; 0 = none)")
     prompt = sa.add_mutually_exclusive_group()
     prompt.add_argument("--prompt", help="a text-conditioned run: draw every sample from this prompt")
     prompt.add_argument("--prompts", metavar="FILE", help="a text-conditioned run: prompts, one per line; the grid "
@@ -285,9 +292,12 @@ def cmd_sample(args) -> None:
     prompts = sample_prompts(run, args)
     text = None if prompts is None else run.model.text_encoder.tokenizer.encode_batch(prompts)
     control, control_labels = sample_controls(run, args)
-    knobs = vars(run.config.sampler) | ({"control_scale": args.control_scale} if control is not None else {})
-    uint8, labels, _ = generate(run.model, args.n, seed=args.seed, batch_size=args.batch_size, device=args.device,
-                                knobs=knobs, text=text, control=control, labels=control_labels)
+    model, image_prompt = sample_image_prompts(run, args)
+    knobs = (vars(run.config.sampler) | ({"control_scale": args.control_scale} if control is not None else {})
+             | ({"ip_scale": args.ip_scale} if image_prompt is not None else {}))
+    uint8, labels, _ = generate(model, args.n, seed=args.seed, batch_size=args.batch_size, device=args.device,
+                                knobs=knobs, text=text, control=control, labels=control_labels,
+                                image_prompt=image_prompt)
     K = run.model.num_classes
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".npz":
@@ -348,6 +358,30 @@ def sample_controls(run, args):
     if labels is not None and run.model.num_classes:
         labels = labels.long().expand(args.n) if len(labels) == 1 else labels.long()
     return x.expand(args.n, -1, -1, -1).contiguous(), (labels if run.model.num_classes else None)
+
+
+def sample_image_prompts(run, args):
+    """(the model to sample, image prompts (n, C, H, W) in [-1, 1] or None) from --image-prompt, --ip-adapter and
+    --ip-scale; the model reads them when it is an ip-adapter run or --ip-adapter adds one."""
+    from genzoo.models import ip_adapter
+
+    model = run.model
+    if args.ip_adapter:
+        if run.config.family == "ip-adapter":
+            raise ConfigError(f"{args.run_dir} is an ip-adapter run already: drop --ip-adapter")
+        model = ip_adapter.attach(run.model, args.ip_adapter)
+    if args.image_prompt is None:
+        if args.ip_adapter or args.ip_scale != 1.0:
+            raise ConfigError("--ip-adapter and --ip-scale weigh an image prompt: pass --image-prompt FILE")
+        return model, None
+    if run.config.family != "ip-adapter" and not args.ip_adapter:
+        raise ConfigError(f"{args.run_dir} is a {run.config.family} run; --image-prompt needs an ip-adapter run, or "
+                          f"--ip-adapter ADAPTER trained on this run's base")
+    images, _ = _load_images(args.image_prompt, run.image_shape)
+    if len(images) not in (1, args.n):
+        raise ConfigError(f"{args.image_prompt} holds {len(images)} images: give one (for every sample) or "
+                          f"--n {len(images)}")
+    return model, (images.float() / 127.5 - 1).expand(args.n, -1, -1, -1).contiguous()
 
 
 def _load_images(path: str, shape: tuple[int, int, int]):

@@ -16,7 +16,8 @@ from typing import Any
 from genzoo.config import DataConfig, RunConfig, apply_dict, apply_overrides
 from genzoo.contract import MODULE_NAMES, OPTIONAL_MODULE_NAMES
 from genzoo.errors import ConfigError
-from genzoo.models import clip, controlnet, ddpm, dit, flow, gan, ldm, lora, noisy_classifier, pixelcnn, transformer, vae, vqvae
+from genzoo.models import (clip, controlnet, ddpm, dit, flow, gan, ip_adapter, ldm, lora, noisy_classifier, pixelcnn,
+                           transformer, vae, vqvae)
 from genzoo.rules import validate
 from genzoo.train.trainer import TrainConfig
 
@@ -76,6 +77,7 @@ COMPONENTS: dict[str, Family] = {
 ADAPTERS: dict[str, Family] = {
     "lora": Family.from_module("lora", lora),
     "controlnet": Family.from_module("controlnet", controlnet),
+    "ip-adapter": Family.from_module("ip-adapter", ip_adapter),
 }
 
 

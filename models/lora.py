@@ -7,7 +7,9 @@ A frozen weight W (out x in, or a convolution's out x in x k x k) gets a trainab
 
 B starts at zero, so the adapted model equals the base bit for bit at step 0, and only A and B train: for a
 64 x 64 projection at r = 4 that is 512 numbers instead of 4096. The update is saved alone
-(`adapter.safetensors`, with the base's identity, r, alpha and the targets), applied at sampling with a scale s
+(`adapter.safetensors`, with the base's identity, r, alpha and the targets; in float16 as LoRA files are usually
+shared, `model.file_dtype=float32` keeps the training precision; training and its checkpoint stay in float32),
+applied at sampling with a scale s
 (h = W x + s (alpha / r) B A x; s = 0 is the base, several adapters add up with their own scales), or merged,
 W <- W + s (alpha / r) B A, for sampling at the base's cost. For a convolution, A is a convolution with the
 layer's kernel, stride and padding to r channels and B a 1 x 1 convolution back: B A is again one kernel.
@@ -30,6 +32,7 @@ from typing import Annotated, ClassVar, Literal
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from genzoo.contract import Adapter, GenerativeModel
 from genzoo.errors import CheckpointError, ConfigError
@@ -57,9 +60,6 @@ class LowRank(nn.Module):
         nn.init.kaiming_uniform_(self.A.weight, a=math.sqrt(5))  # as nn.Linear's own init (and PEFT's)
         nn.init.zeros_(self.B.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.B(self.A(x))
-
     def delta(self) -> torch.Tensor:
         """B A as a weight of the layer's shape: (out, in) or (out, in, k, k)."""
         B, A = self.B.weight.flatten(1), self.A.weight  # (out, r), (r, in[, k, k])
@@ -81,21 +81,28 @@ class LoRALayer(nn.Module):
         self.factors.append(scale * alpha / r)
         return self.adapters[-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.layer(x)
+    def weight(self) -> torch.Tensor:
+        """W + sum_i f_i B_i A_i, in the layer's dtype: what `forward` computes with, and what merging writes."""
+        w = self.layer.weight
         for ab, f in zip(self.adapters, self.factors):
-            if f != 0:  # scale 0 is the base exactly, not the base plus a zero
-                h = h + f * ab(x)
-        return h
+            if f != 0:  # scale 0 adds nothing, not a zero
+                w = w + f * ab.delta()
+        return w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer with the updated weight, formed on the fly: on these small layers a (out x r) (r x in k k)
+        product costs less than running B A on the activations, and it is the merged layer's arithmetic, so
+        merged and unmerged models agree bit for bit."""
+        if not any(self.factors):
+            return self.layer(x)  # the base, exactly
+        if isinstance(self.layer, nn.Linear):
+            return F.linear(x, self.weight(), self.layer.bias)
+        return self.layer._conv_forward(x, self.weight(), self.layer.bias)
 
     @torch.no_grad()
     def merged(self) -> nn.Module:
-        """The layer with every update added into its weight: W + sum_i f_i B_i A_i (sampling at the base's cost)."""
-        w = self.layer.weight.double()  # summed in float64, rounded once
-        for ab, f in zip(self.adapters, self.factors):
-            if f != 0:
-                w += f * ab.delta().double()
-        self.layer.weight.copy_(w)
+        """The layer with every update added into its weight (sampling at the base's cost), as `forward` adds it."""
+        self.layer.weight.copy_(self.weight())
         return self.layer
 
 
@@ -213,13 +220,13 @@ class LoRA(Adapter):
         """(weights, metadata) of `adapter.safetensors`: the updates alone, named by the base's layers."""
         if self.cfg.method != "lora":
             return None
-        weights = {}
+        weights, dtype = {}, getattr(torch, self.cfg.file_dtype)
         for name in self.layer_names:
             ab = self.base.get_submodule(name).adapters[0]
-            weights[f"{name}.A"], weights[f"{name}.B"] = ab.A.weight, ab.B.weight
+            weights[f"{name}.A"], weights[f"{name}.B"] = ab.A.weight.to(dtype), ab.B.weight.to(dtype)
         meta = {"format": FORMAT, "base_run": self.cfg.base, "base_family": self.base_family,
                 "base_sha256": self.base_sha256, "rank": str(self.cfg.rank), "alpha": str(self.cfg.alpha),
-                "targets": self.cfg.targets, "layers": json.dumps(self.layer_names)}
+                "targets": self.cfg.targets, "layers": json.dumps(self.layer_names), "dtype": self.cfg.file_dtype}
         return weights, meta
 
 
@@ -234,6 +241,7 @@ class LoRAConfig:
     rank: Annotated[int, Range("[1, 4096]")] = 4  # r
     alpha: Annotated[float, Range("(0, 100000]")] = 4.0  # the update is scaled by alpha / r
     targets: Literal["attention", "all"] = "attention"  # attention projections, or every linear map and conv
+    file_dtype: Literal["float16", "float32"] = "float16"  # adapter.safetensors: half, as shared LoRA files are
 
     BASE_FAMILIES: ClassVar[tuple[str, ...]] = ("ddpm", "ldm", "dit", "flow", "transformer")  # what it adapts
 

@@ -78,12 +78,26 @@ class CrossAttention(nn.Module):
         self.proj = zero_(nn.Conv2d(channels, channels, 1))
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        q = self.queries(x)
+        return self.output(x, self.attend(q, tokens, self.kv, keep_maps=self.keep_maps))
+
+    def queries(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> the queries (B, heads, H W, C / heads)."""
         B, C, H, W = x.shape
-        q = self.q(self.norm(x)).reshape(B, self.heads, C // self.heads, H * W).transpose(-1, -2)  # (B, h, HW, c)
-        k, v = self.kv(tokens).view(B, -1, 2, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # (B, h, L, c)
-        if self.keep_maps:
-            self.maps = torch.softmax(q @ k.transpose(-1, -2) / (C // self.heads) ** 0.5, -1)  # (B, h, HW, L)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, h, HW, c)
+        return self.q(self.norm(x)).reshape(B, self.heads, C // self.heads, H * W).transpose(-1, -2)
+
+    def attend(self, q: torch.Tensor, tokens: torch.Tensor, kv: nn.Linear, keep_maps: bool = False) -> torch.Tensor:
+        """softmax(Q K^T / sqrt(d)) V with keys and values kv(tokens): q (B, h, HW, c), tokens (B, L, d_ctx) ->
+        (B, h, HW, c). IP-Adapter (models/ip_adapter.py) calls it a second time with its own kv."""
+        B, h, _, c = q.shape
+        k, v = kv(tokens).view(B, -1, 2, h, c).permute(2, 0, 3, 1, 4)  # (B, h, L, c) each
+        if keep_maps:
+            self.maps = torch.softmax(q @ k.transpose(-1, -2) / c ** 0.5, -1)  # (B, h, HW, L)
+        return F.scaled_dot_product_attention(q, k, v)
+
+    def output(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The residual: x + W_o out, out (B, h, HW, c) -> (B, C, H, W)."""
+        B, C, H, W = x.shape
         return x + self.proj(out.transpose(-1, -2).reshape(B, C, H, W))
 
 
