@@ -3,17 +3,19 @@ prompt among the gallery by the zoo CLIP's image similarity), against the base m
 (the chance level); what the image prompt costs in FD and requested-class accuracy; and the image prompt combined
 with a text prompt and with a ControlNet (docs/adapters.md).
 
-    python benchmarks/ip_adapter.py TEXT_RUN --out runs/ip [--sources embedding,patches] [--n 1000]
-        [--controlnet EDGES_RUN] [--knobs sampler.name=dpm++2m sampler.steps=20 sampler.cfg_scale=2]
+    python benchmarks/ip_adapter.py TEXT_RUN --out runs/ip [--sources patches,embedding] [--n 1000]
+        [--controlnet EDGES_RUN] [--knobs sampler.name=dpm++2m sampler.steps=20 sampler.cfg_scale=4]
 
 First, what the fidelity measure tells apart (one JSON line each): the gallery moved by 1 and 2 pixels, another
 test image of the same digit, and for an ldm base its autoencoder's reconstructions (the ceiling). Then, for
 each source of image tokens: trains `genzoo train ip-adapter --preset quick --set model.base=TEXT_RUN
 model.source=SOURCE` into OUT/SOURCE (reused when finished; its wall seconds are printed). The prompts are the first
-n test images of the harness's fixed permutation (the gallery). Prints one JSON line per setting:
+n test images of the harness's fixed permutation (the gallery). Prints one JSON line per setting, each with the
+prompt's rank, FD, the requested digit (the prompt image's) and the share that has the thickness the text prompts
+below ask for:
 - `base`: the base run from the text prompt naming each prompt image's digit ("a seven"): the chance level;
 - `text`: the base from a text prompt naming the digit and the other end of the prompt image's thickness ("a thick
-  seven" for a thin or regular seven, "a thin seven" for a thick one), scored on the requested thickness too;
+  seven" for a thin or regular seven, "a thin seven" for a thick one);
 - `image`: the image prompt alone (empty text), at lambda `--ip-scale`;
 - `image+text`: the image prompt and that text prompt, at lambda `--ip-scale-text`;
 - with --controlnet (an edges ControlNet trained on the same base): `control` (the edges of another test image of
@@ -72,13 +74,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("base", help="a finished text-conditioned ddpm or ldm run (U-Net, model.text_encoder)")
     p.add_argument("--out", default="runs/ip-adapter")
-    p.add_argument("--sources", default="embedding,patches")
+    p.add_argument("--sources", default="patches", help="image-token sources to train and score (embedding,patches)")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--ip-scale", type=float, default=1.0, help="lambda of the image prompt (alone, with a control)")
     p.add_argument("--ip-scale-text", type=float, default=0.5, help="lambda beside a text prompt (the paper: 0.5)")
     p.add_argument("--controlnet", help="an edges controlnet run on the same base: the combined setting")
     p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--knobs", nargs="+", default=[], metavar="sampler.KEY=VALUE", help="sampling knobs for all")
+    p.add_argument("--knobs", nargs="+", default=["sampler.name=dpm++2m", "sampler.steps=20", "sampler.cfg_scale=4"],
+                   metavar="sampler.KEY=VALUE", help="sampling knobs for all (default: DPM-Solver++ 20 steps, guidance 4)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="extra overrides of the trainings")
     a = p.parse_args()
     base, out = Path(a.base).resolve(), Path(a.out).resolve()
@@ -100,13 +103,19 @@ def main() -> None:
     thickness_prompts = [f"a {words[w][0]} {captions.DIGITS[y]}" for w, y in zip(want.tolist(), labels.tolist())]
     gen = dict(seed=0, batch_size=a.batch_size, labels=labels)
 
+    def thickness_accuracy(samples: torch.Tensor) -> float:
+        return round(float((attributes.measure(dataset, samples, only=("thickness",))["thickness"] == want)
+                           .float().mean()), 4)
+
     def score(setting: str, samples: torch.Tensor, seconds: float, **extra) -> None:
+        """One JSON line: the prompt's rank, FD, the prompt's digit, and the thickness the text prompts ask for."""
         s = evaluate_images(samples, dataset=dataset, metrics=("fd", "acc"), labels=labels)
         f = C.image_prompt_fidelity(clip, samples.float() / 127.5 - 1, gallery)
         print(json.dumps({"setting": setting, "n": a.n, "sampler": dict(knobs), **extra,
                           "top5": round(f["value"], 4), "top1": round(f["top1"], 4), "median_rank": f["median_rank"],
                           "fidelity_protocol": f["protocol"], "fd": round(s["fd"]["value"], 2),
-                          "acc": round(s["label_accuracy"]["value"], 4), "sample_s": round(seconds, 1)}), flush=True)
+                          "acc": round(s["label_accuracy"]["value"], 4),
+                          "thickness_accuracy": thickness_accuracy(samples), "sample_s": round(seconds, 1)}), flush=True)
 
     def timed(model, **kw):
         t0 = time.time()
@@ -125,14 +134,10 @@ def main() -> None:
         print(json.dumps({"reference": name, "n": a.n, "top5": round(float((ranks <= 5).float().mean()), 4),
                           "top1": round(float((ranks == 1).float().mean()), 4)}), flush=True)
 
-    def thickness_accuracy(samples: torch.Tensor) -> float:
-        return round(float((attributes.measure(dataset, samples, only=("thickness",))["thickness"] == want)
-                           .float().mean()), 4)
-
     plain, s = timed(base_run.model, text=tokenize(digit_prompts))
     score("base", plain, s, prompt="a DIGIT")
     text_only, s = timed(base_run.model, text=tokenize(thickness_prompts))
-    score("text", text_only, s, prompt="a THICKNESS DIGIT", thickness_accuracy=thickness_accuracy(text_only))
+    score("text", text_only, s, prompt="a THICKNESS DIGIT")
     cols, unit = 8, lambda x: x[:cols].float() / 127.5 - 1  # noqa: E731
     rows = {"prompt": gallery[:cols]}
     for source in sources:
@@ -141,8 +146,7 @@ def main() -> None:
         score("image", alone, s, source=source, step=run.step, ip_scale=a.ip_scale)
         both, s = timed(run.model, text=tokenize(thickness_prompts), image_prompt=gallery,
                         knobs={"ip_scale": a.ip_scale_text})
-        score("image+text", both, s, source=source, prompt="a THICKNESS DIGIT", ip_scale=a.ip_scale_text,
-              thickness_accuracy=thickness_accuracy(both))
+        score("image+text", both, s, source=source, prompt="a THICKNESS DIGIT", ip_scale=a.ip_scale_text)
         rows |= {f"{source}": unit(alone), f"{source}+text": unit(both)}
     rows["text"] = unit(text_only)
     if a.controlnet:
