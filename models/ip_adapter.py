@@ -236,24 +236,10 @@ class ImagePrompted(nn.Module):
 def attach(model: nn.Module, source: str | Path) -> ImagePrompted:
     """`model` (a run's, frozen) reading image prompts through the IP-Adapter in `source` (a run directory or its
     adapter.safetensors). Stops with one line when the adapter was trained on another base."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
     from genzoo.train import checkpoint as ckpt
     from genzoo.train.latents import weights_sha256
 
-    path = Path(source) / ckpt.ADAPTER if Path(source).is_dir() else Path(source)
-    if not path.is_file():
-        raise CheckpointError(f"--ip-adapter {source}: no adapter file there; train one with `genzoo train ip-adapter "
-                              f"--set model.base=RUN --out DIR` and pass DIR or DIR/{ckpt.ADAPTER}")
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        weights = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"--ip-adapter {source}: not a readable safetensors file ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"--ip-adapter {source}: not a genzoo IP-Adapter (format {meta.get('format')!r})")
+    weights, meta = ckpt.load_adapter(source, flag="--ip-adapter", family="ip-adapter", fmt=FORMAT)
     sha = model.base_sha256 if isinstance(model, Adapter) else weights_sha256(model)
     if meta["base_sha256"] != sha:
         raise ConfigError(f"--ip-adapter {source} was trained on the {meta['base_family']} run {meta['base_run']} "

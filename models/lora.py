@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from genzoo.contract import Adapter, GenerativeModel
-from genzoo.errors import CheckpointError, ConfigError
+from genzoo.errors import ConfigError
 from genzoo.rules import Range
 from genzoo.train import checkpoint as ckpt
 from genzoo.train.latents import state_sha256
@@ -148,24 +148,7 @@ def merge(model: nn.Module) -> nn.Module:
 
 def load_adapter(source: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(weights, metadata) of an adapter file, or of a LoRA run directory's adapter file."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
-    path = Path(source)
-    if path.is_dir():
-        path = path / ckpt.ADAPTER
-    if not path.is_file():
-        raise CheckpointError(f"--lora {source}: no adapter file there; train one with `genzoo train lora "
-                              f"--set model.base=RUN --out DIR` and pass DIR or DIR/{ckpt.ADAPTER}")
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        weights = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"--lora {source}: not a readable safetensors file ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"--lora {source}: not a genzoo LoRA adapter (format {meta.get('format')!r})")
-    return weights, meta
+    return ckpt.load_adapter(source, flag="--lora", family="lora", fmt=FORMAT)
 
 
 def apply_adapter(model: nn.Module, source: str | Path, scale: float = 1.0) -> dict[str, str]:

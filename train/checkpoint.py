@@ -102,6 +102,28 @@ def save_adapter(path: Path, weights: dict[str, torch.Tensor], meta: dict[str, s
     os.replace(tmp, path)
 
 
+def load_adapter(source: str | Path, *, flag: str, family: str, fmt: str) -> tuple[dict[str, torch.Tensor],
+                                                                                dict[str, str]]:
+    """(weights, metadata) of an adapter file, or of a run directory's; one line, naming the option `flag`, when it
+    is missing, unreadable, or not of format `fmt`."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = Path(source) / ADAPTER if Path(source).is_dir() else Path(source)
+    if not path.is_file():
+        raise CheckpointError(f"{flag} {source}: no adapter file there; train one with `genzoo train {family} "
+                              f"--set model.base=RUN --out DIR` and pass DIR or DIR/{ADAPTER}")
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        weights = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{flag} {source}: not a readable safetensors file ({e})") from None
+    if meta.get("format") != fmt:
+        raise CheckpointError(f"{flag} {source}: not a genzoo {family} adapter (format {meta.get('format')!r})")
+    return weights, meta
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
     """Load safely (`weights_only=True`: no arbitrary code runs); a clear error when missing or corrupt."""
     path = Path(path)
