@@ -147,10 +147,19 @@ def prompted(layers, proj: ImageProjection, z: torch.Tensor | None, scale: float
             layer.prompt, layer.scale = None, 1.0
 
 
-def check_prompt(image_prompt: torch.Tensor, n: int, image_shape: tuple[int, int, int]) -> None:
-    if tuple(image_prompt.shape) != (n, *image_shape):
-        raise ConfigError(f"image prompts for {n} samples have shape (n, {', '.join(map(str, image_shape))}); got "
-                          f"{tuple(image_prompt.shape)}")
+def sample_with_prompt(model, proj: ImageProjection, layers, n: int, image_prompt: torch.Tensor | None,
+                       ip_scale: float, **kwargs) -> torch.Tensor:
+    """`model.sample(n, **kwargs)` with the layers reading `image_prompt` (n, C, H, W) in [-1, 1] (None: none)."""
+    z = None
+    if image_prompt is not None:
+        shape = tuple(model.image_shape)
+        if tuple(image_prompt.shape) != (n, *shape):
+            raise ConfigError(f"image prompts for {n} samples have shape (n, {', '.join(map(str, shape))}); got "
+                              f"{tuple(image_prompt.shape)}")
+        z = ImageProjection.features_of(proj.source, model.text_encoder,
+                                        image_prompt.to(next(proj.parameters()).device))
+    with torch.no_grad(), prompted(layers, proj, z, ip_scale):
+        return model.sample(n, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------
@@ -187,12 +196,8 @@ class IPAdapter(Adapter):
     def sample(self, n: int, *, labels=None, generator=None, image_prompt: torch.Tensor | None = None,
                ip_scale: float = 1.0, **knobs) -> torch.Tensor:
         """`image_prompt` (n, C, H, W) in [-1, 1]: one image per sample; None samples the base."""
-        z = None
-        if image_prompt is not None:
-            check_prompt(image_prompt, n, self.image_shape)
-            z = self.image_features(image_prompt.to(next(self.proj.parameters()).device))
-        with torch.no_grad(), prompted(self.ip_layers, self.proj, z, ip_scale):
-            return self.base.sample(n, labels=labels, generator=generator, **knobs)
+        return sample_with_prompt(self.base, self.proj, self.ip_layers, n, image_prompt, ip_scale, labels=labels,
+                                  generator=generator, **knobs)
 
     def adapter_state(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """(weights, metadata) of `adapter.safetensors`: the projection, each layer's kv_ip, the base's identity."""
@@ -224,13 +229,7 @@ class ImagePrompted(nn.Module):
             return getattr(self._modules["model"], name)
 
     def sample(self, n: int, *, image_prompt: torch.Tensor | None = None, ip_scale: float = 1.0, **kwargs):
-        z = None
-        if image_prompt is not None:
-            check_prompt(image_prompt, n, tuple(self.model.image_shape))
-            z = ImageProjection.features_of(self.proj.source, self.model.text_encoder,
-                                            image_prompt.to(next(self.proj.parameters()).device))
-        with torch.no_grad(), prompted(self.ip_layers, self.proj, z, ip_scale):
-            return self.model.sample(n, **kwargs)
+        return sample_with_prompt(self.model, self.proj, self.ip_layers, n, image_prompt, ip_scale, **kwargs)
 
 
 def attach(model: nn.Module, source: str | Path) -> ImagePrompted:
