@@ -2,12 +2,12 @@
 in the latents of the same VAE, on the same frozen CLIP (docs/flow.md, MM-DiT).
 
     python benchmarks/mmdit.py --out runs/mmdit [--clip runs/t2i/clip] [--ae runs/t2i/ae] [--minutes 5]
-        [--n 500] [--cfg 2,3] [--steps 10]
+        [--n 500] [--cfg 2,3] [--steps 10] [--prompt-set heldout|uniform]
 
 Trains (or reuses, when finished) with `genzoo train flow --preset latent-quick --set model.denoiser=dit
 model.text_attention=cross|joint ... train.minutes=M`, the clip and vae quick runs first when --clip / --ae are
-not given. Scores both at each guidance scale on the evaluation prompts (`evaluation.text.adherence_prompts`:
-digit, thickness, slant): FD, requested digit, thickness and slant accuracy, the zoo's CLIP score. Prints one
+not given. Scores both at each guidance scale on the evaluation prompts (`evaluation.text.evaluation_prompts`,
+--prompt-set: digit, thickness, slant): FD, requested digit, thickness and slant accuracy, the zoo's CLIP score. Prints one
 JSON line per run and per (run, scale), and writes OUT/grid-<attention>.png (rows = prompts, columns = seeds).
 """
 
@@ -40,6 +40,9 @@ def main() -> None:
     p.add_argument("--cfg", default="2,3")
     p.add_argument("--steps", type=int, default=10, help="Euler steps of every evaluation (default 10)")
     p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--prompt-set", default="heldout", choices=("heldout", "uniform"),
+                   help="the evaluation prompts (evaluation.text.evaluation_prompts): the captions of held-out test "
+                        "images (default) or every digit and bin combination equally often")
     a = p.parse_args()
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -66,9 +69,10 @@ def main() -> None:
         for s in [float(x) for x in a.cfg.split(",")]:
             t0 = time.time()
             r = evaluate_run(run_dir, n=a.n, metrics=("fd", "acc"), sampler_overrides=[*sampler, f"cfg_scale={s:g}"],
-                             batch_size=a.batch_size)
+                             batch_size=a.batch_size, prompt_set=a.prompt_set)
             m = {k: v["value"] for k, v in r["metrics"].items() if isinstance(v, dict) and "value" in v}
-            print(json.dumps({"run": run_dir.name, "cfg_scale": s, "n": a.n, "sampler": sampler, **m,
+            print(json.dumps({"run": run_dir.name, "cfg_scale": s, "n": a.n, "prompt_set": a.prompt_set,
+                              "sampler": sampler, **m,
                               "eval_s": round(time.time() - t0, 1)}), flush=True)
         apply_overrides(run.config, [f"sampler.{kv}" for kv in sampler] + [f"sampler.cfg_scale={a.cfg.split(',')[0]}"])
         seeds = 8

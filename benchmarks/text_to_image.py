@@ -2,13 +2,14 @@
 class-conditional ldm on the same VAE beside it (docs/text.md, Measured).
 
     python benchmarks/text_to_image.py --out runs/t2i [--n 1000] [--cfg 1,2,3,4] [--denoiser unet]
-        [--sampler "name=dpm++2m steps=20"]
+        [--sampler "name=dpm++2m steps=20"] [--prompt-set heldout|uniform]
 
 Trains (or reuses, when finished) four quick runs with `genzoo train`, timing each: clip, vae
 (model.latent_channels=4), ldm with model.text_encoder=CLIP (data.captions=true) and ldm with class labels.
 Then scores both ldm runs at each guidance scale: the text run from the evaluation prompts
-(`evaluation.text.adherence_prompts`: digit, thickness and slant), the class run from labels. Prints one JSON
-line per run and per (run, scale), and writes OUT/prompt-grid.png: rows = prompts, columns = seeds.
+(`evaluation.text.evaluation_prompts`, `--prompt-set`: by default the captions of held-out test images, naming
+digit, thickness and slant), the class run from labels. Prints one JSON line per run and per (run, scale), and
+writes OUT/prompt-grid.png: rows = prompts, columns = seeds.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def main() -> None:
     p.add_argument("--cfg", default="1,2,3,4")
     p.add_argument("--denoiser", default="unet", choices=("unet", "dit"))
     p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--prompt-set", default="heldout", choices=("heldout", "uniform"),
+                   help="the evaluation prompts (evaluation.text.evaluation_prompts): the captions of held-out test "
+                        "images (default) or every digit and bin combination equally often")
     p.add_argument("--sampler", default="name=dpm++2m steps=20", help="sampler knobs of every evaluation")
     a = p.parse_args()
     out = Path(a.out).resolve()
@@ -69,9 +73,10 @@ def main() -> None:
         for s in [float(x) for x in a.cfg.split(",")]:
             t0 = time.time()
             r = evaluate_run(run_dir, n=a.n, metrics=("fd", "acc"), sampler_overrides=[*a.sampler.split(), f"cfg_scale={s:g}"],
-                             batch_size=a.batch_size)
+                             batch_size=a.batch_size, prompt_set=a.prompt_set)
             m = {k: v["value"] for k, v in r["metrics"].items() if isinstance(v, dict) and "value" in v}
-            print(json.dumps({"run": run_dir.name, "cfg_scale": s, "n": a.n, **m, "eval_s": round(time.time() - t0, 1)}),
+            print(json.dumps({"run": run_dir.name, "cfg_scale": s, "n": a.n, "prompt_set": a.prompt_set, **m,
+                              "eval_s": round(time.time() - t0, 1)}),
                   flush=True)
     run = open_run(out / f"ldm-text-{a.denoiser}")
     apply_overrides(run.config, [f"sampler.{kv}" for kv in a.sampler.split()] + ["sampler.cfg_scale=3"])

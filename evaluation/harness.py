@@ -244,9 +244,10 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
                  n_ref: int = 10000, ref_split: str = "train", ema: bool = True, best: bool = False,
                  sampler_overrides=(), n_bpd: int | None = None,
                  batch_size: int = 256, device="cpu", fid_weights: str | None = None, download: bool = False,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, prompt_set: str = "heldout") -> dict:
     """Sample `n` images from a run (EMA weights by default), score them, and record cost and protocol; bits/dim
-    on the first `n_bpd` test images (default n)."""
+    on the first `n_bpd` test images (default n). A text-conditioned run samples from `prompt_set`
+    (`evaluation.text.evaluation_prompts`: the captions of held-out test images, or every combination alike)."""
     from genzoo.config import apply_overrides
     from genzoo.evaluation import text
     from genzoo.runs import open_run
@@ -259,14 +260,16 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
         torch.cuda.reset_peak_memory_stats()
     clip = getattr(run.model, "text_encoder", None)  # a text-conditioned model samples from evaluation prompts
     image_metrics = tuple(m for m in metrics if m not in ("bpd", "bpd_ode") and (m != "acc" or run.model.num_classes or clip))
-    prompts = text.adherence_prompts(run.config.data.dataset, n) if clip is not None and image_metrics else None
+    prompts = (text.evaluation_prompts(run.config.data.dataset, n, prompt_set, run.config.data)
+               if clip is not None and image_metrics else None)
     tokens = None if prompts is None else clip.tokenizer.encode_batch(prompts.texts)
     images, labels, sample_rate = (generate(run.model, n, seed=seed, batch_size=batch_size, device=device,
                                             knobs=knobs, progress=progress, text=tokens,
                                             labels=None if prompts is None else prompts.labels)  # the named classes
                                    if image_metrics else (None, None, None))
     weights = ("ema" if ema else "raw") + (" best.pt" if best else "")
-    protocol = {"family": run.config.family, "step": run.step, "weights": weights, "sampler": dict(knobs)}
+    protocol = {"family": run.config.family, "step": run.step, "weights": weights, "sampler": dict(knobs),
+                **({"prompt_set": prompt_set} if prompts is not None else {})}
     out = {"run": str(run_dir), "family": run.config.family, "dataset": run.config.data.dataset, "step": run.step,
            "metrics": evaluate_images(images, dataset=run.config.data.dataset, metrics=image_metrics,
                                       labels=labels, n_ref=n_ref, ref_split=ref_split, data_cfg=run.config.data,
@@ -276,7 +279,8 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
         for name, value in text.adherence(clip, images, prompts, run.config.data.dataset).items():
             out["metrics"][name] = {"value": value, "protocol": {
                 "metric": name if name != "clip_score" else "CLIP score (the zoo's own CLIP, 100 x mean cosine)",
-                "prompts": f"{n} of evaluation.text.adherence_prompts ({prompts.texts[0]!r}, ...)", **protocol,
+                "prompts": f"{n} of evaluation.text.evaluation_prompts, set {prompt_set!r} ({prompts.texts[0]!r}, ...)",
+                **protocol,
                 "comparable_to_literature": False}}
     # the declared likelihood, and the ODE estimate a model offers beside it: (metric, label, log_likelihood knobs)
     for name, kind, estimator in (("bpd", run.model.likelihood, {}),
@@ -371,11 +375,20 @@ class InLoopFD:
         if why:
             raise ConfigError(f"in-loop FD (train.eval_every) is not available: {why}")
         self.extractor = domain_extractor(data_cfg.dataset, device)
-        self.device = device
+        self.device, self.data_cfg, self.prompts = device, data_cfg, {}
         self.ref = reference_features(self.extractor, data_cfg.dataset, "train", n_ref, data_cfg)
 
     def __call__(self, model, n: int, *, seed: int = 0, knobs=None) -> float:
-        images, _, _ = generate(model, n, seed=seed, device=self.device, knobs=knobs)
+        """A text-conditioned model draws from the held-out prompts, as `evaluate_run` scores it."""
+        from genzoo.evaluation import text
+
+        clip = getattr(model, "text_encoder", None)
+        if clip is not None and n not in self.prompts:
+            self.prompts[n] = text.evaluation_prompts(self.data_cfg.dataset, n, "heldout", self.data_cfg)
+        prompts = self.prompts.get(n) if clip is not None else None
+        images, _, _ = generate(model, n, seed=seed, device=self.device, knobs=knobs,
+                                text=None if prompts is None else clip.tokenizer.encode_batch(prompts.texts),
+                                labels=None if prompts is None else prompts.labels)
         return M.frechet_distance(*M.feature_stats(self.extractor.features(images)), self.ref["mu"], self.ref["sigma"])
 
 

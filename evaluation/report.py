@@ -134,13 +134,16 @@ def anchors_for(entry: dict) -> list[dict]:
 
 
 def results_document(entries: list[dict], *, protocol, budget, preset: str | None,
-                     dataset: str, command: str, sessions: list[dict], conditioning: str | None = None) -> dict:
-    """The report's content as JSON: entries (with the harness's per-metric protocols), protocol, machine."""
+                     dataset: str, command: str, sessions: list[dict], conditioning: str | None = None,
+                     text_encoder: dict | None = None) -> dict:
+    """The report's content as JSON: entries (with the harness's per-metric protocols), protocol, machine, and
+    the shared text encoder of a text comparison (its stage record and scores)."""
     metrics = list(protocol.metrics_for(dataset))
     for e in entries:
         e["anchors"] = anchors_for(e)
     return {
         "genzoo_report": 1, "dataset": dataset, "preset": preset, "conditioning": conditioning,
+        "text_encoder": text_encoder,
         "created": now(), "command": command,
         "budget": None if budget is None else {**asdict(budget), "description": budget.describe()},
         "protocol": {**asdict(protocol), "metrics": metrics, "device": protocol.resolved_device(), "weights": "ema",
@@ -237,8 +240,13 @@ def results_table(doc: dict) -> tuple[list[str], list[list[str]]]:
     names = {k: next((e["eval"]["metrics"][k]["protocol"]["metric"] for e in entries if k in e["eval"]["metrics"]),
                      k.upper()) for k in ("fd", "fid", "kid")}
     guided = any(e.get("guidance") for e in entries)
+    # a text comparison: what the samples show of their prompts (evaluation.text.adherence)
+    asked = [k for k in dict.fromkeys(k for e in entries for k in e["eval"]["metrics"])
+             if k.endswith("_accuracy") and k != "label_accuracy" or k == "clip_score"]
     header = ["entry", "stages"] + [f"{names[k]} ↓" for k in ("fd", "fid") if has[k]] + (
-        ["requested class ↑"] if has["label_accuracy"] else []) + (["guidance (unguided)"] if guided else []) + [
+        ["requested class ↑"] if has["label_accuracy"] else []) + [
+        "CLIP score (zoo's) ↑" if k == "clip_score" else f"requested {k.removesuffix('_accuracy')} ↑"
+        for k in asked] + (["guidance (unguided)"] if guided else []) + [
         f"{names['kid']} ↓", "precision", "recall", "bits/dim ↓", "class score", "parameters", "train min",
         "budget used", "images seen", "train img/s", "sample img/s", "NFE/sample"]
     rows = []
@@ -249,8 +257,10 @@ def results_table(doc: dict) -> tuple[list[str], list[list[str]]]:
         train_rate = fmt(rates[0], 3) if len(rates) == 1 else " + ".join(
             f"{fmt(r, 3)} ({s['family']})" for r, s in zip(rates, e["stages"]))
         accuracy = [percent(m["label_accuracy"]["value"] if "label_accuracy" in m else None)]
+        text = [fmt(m[k]["value"], 3) if k == "clip_score" else percent(m[k]["value"]) if k in m else "–"
+                for k in asked]
         rows.append([e["name"], stages_text(e)] + [get(k) for k in ("fd", "fid") if has[k]] + (
-            accuracy if has["label_accuracy"] else []) + ([guidance_text(e)] if guided else []) + [
+            accuracy if has["label_accuracy"] else []) + text + ([guidance_text(e)] if guided else []) + [
             get("kid"), get("precision"), get("recall"), bpd_text(e), get("class_score"), fmt(c["parameters"]),
             fmt(e["train_s"] / 60, 3), percent(budget_used(e)), fmt(e["images_seen"]), train_rate,
             fmt(c["sample_img_per_s"], 3), fmt(c["network_evaluations_per_sample"])])
@@ -265,7 +275,9 @@ def stage_table(doc: dict) -> tuple[list[str], list[list[str]]]:
         for s in e["stages"]:
             b = s["budget"]
             budget = f"{b['minutes']:g} min" if b["minutes"] else f"{b['steps']} steps"
-            rows.append([e["name"], s["family"] + (" (class-cond.)" if s["class_cond"] else ""), budget,
+            cond = (" (text-cond.)" if s["config"]["model"].get("text_encoder") else
+                    " (class-cond.)" if s["class_cond"] else "")
+            rows.append([e["name"], s["family"] + cond, budget,
                          percent(stage_budget_used(s)), fmt(s["step"]), s["stop"] or "–", fmt(s["train_s"], 4),
                          fmt(s.get("in_loop_eval_s"), 3), fmt(s["images_seen"]),
                          fmt(s["train_img_per_s"], 3), str(s["config"]["train"]["threads"] or "auto"),
@@ -308,13 +320,22 @@ def plot_samples(doc: dict, grids: dict, path: Path) -> None:
     fig, axes = _subplots(rows, cols, figsize=(3.2 * cols, 4.0 * rows), dpi=150, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, e in zip(axes.flat, doc["entries"]):
+    for k, (ax, e) in enumerate(zip(axes.flat, doc["entries"])):
         images, nrow = grids[e["name"]]
         g = make_grid(images, nrow=nrow, padding=2, pad_value=255).permute(1, 2, 0).numpy()
         ax.imshow(g, interpolation="nearest")
+        prompts = e.get("grid_prompts")
+        if prompts:  # a text entry: one prompt per row, named left of the figure's first column
+            h = images.shape[-2] + 2
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([1 + h * (r + 0.5) for r in range(len(prompts))] if k % cols == 0 else [],
+                          prompts if k % cols == 0 else [], fontsize=5)
+            for spine in ax.spines.values():
+                spine.set_visible(False)
         main = primary_metric(e)
         score = f"{main['protocol']['metric'].split('-')[0]} {fmt(main['value'])}" if main else ""
-        cond = ", class-cond." if e["stages"][-1]["class_cond"] else ""
+        cond = ", text" if prompts else ", class-cond." if e["stages"][-1]["class_cond"] else ""
         ax.set_title(f"{e['name']}{cond}\n{score}", fontsize=9)
     fig.suptitle(f"{doc['dataset']}: samples, EMA weights, seed {doc['protocol']['seed']}", fontsize=10)
     fig.tight_layout()
@@ -441,6 +462,27 @@ def blocks(doc: dict) -> list[tuple]:
                          "they were drawn for."))
     elif doc.get("conditioning") == "unconditional":
         out.append(("p", "Conditioning: every entry is unconditional (`--unconditional`)."))
+    elif doc.get("conditioning") == "text-conditional":
+        out.append(("p", "Conditioning: every entry reads captions (`--text`): its generating stage attends to the "
+                         "token embeddings of one shared, frozen text encoder, and samples from the evaluation "
+                         "prompts, each naming a class and a bin of the two first attributes (\"a thick, "
+                         "right-leaning seven\"). \"Requested class\" is the share of samples the domain "
+                         "classifier reads as the class their prompt names; each \"requested\" attribute the share "
+                         "in which `genzoo.datasets.attributes` (the functions that wrote the training captions) "
+                         "measures the requested bin (chance 1/3); the CLIP score is 100 × the mean cosine of "
+                         "image and prompt under the same text encoder's CLIP, the zoo's own, not comparable with "
+                         "published CLIP scores."))
+    te = doc.get("text_encoder")
+    if te:
+        sc = te["scores"]["metrics"]
+        out.append(("p", f"Text encoder: the `{te['family']}` run `{te['run']}`, {fmt(te['step'])} steps at its "
+                         f"preset's own settings, {te['train_s']:.0f} s of training, shared by every entry and "
+                         f"counted in none of their budgets (a frozen, separately trained encoder, as Imagen's). "
+                         f"On the first {sc['n']} test images: zero-shot accuracy "
+                         f"{percent(sc['zero_shot_accuracy'])} from prompts alone, "
+                         + ", ".join(f"{k.removesuffix('_accuracy')} {percent(v)}" for k, v in sc.items()
+                                     if k.endswith("_accuracy") and k != "zero_shot_accuracy")
+                         + f", text-to-image recall@5 {percent(sc['recall@5'])}."))
     samplers = [f"{e['name']} {sampler_text(e)}" for e in doc["entries"] if e.get("sampler") or e.get("guidance")]
     if samplers:
         out.append(("p", "Protocol samplers (recorded in each metric's protocol): " + "; ".join(samplers) + "; the "
@@ -475,9 +517,16 @@ def blocks(doc: dict) -> list[tuple]:
                          f"as the table (against the same reference), mean squared error and PSNR on [0, 1] pixels."))
         out.append(("table", *first_stage_table(firsts)))
     out.append(("h2", "Samples"))
-    out.append(("p", f"The first {p['grid_n']} samples of each entry (seed {p['seed']}, EMA weights): what "
-                     f"`genzoo sample RUN --n {p['grid_n']} --seed {p['seed']}` draws. Class-conditional grids "
-                     f"show one class per column, in label order."))
+    prompted = next((e["grid_prompts"] for e in doc["entries"] if e.get("grid_prompts")), None)
+    if prompted:
+        out.append(("p", f"{p['grid_n']} samples of each entry (seed {p['seed']}, EMA weights), one prompt per "
+                         f"row, top to bottom: " + "; ".join(f"\"{t}\"" for t in prompted) + ". The columns of "
+                         f"a row are different noise: what `genzoo sample RUN --prompts FILE --n {p['grid_n']} "
+                         f"--seed {p['seed']}` draws with these prompts in FILE, one per line."))
+    else:
+        out.append(("p", f"The first {p['grid_n']} samples of each entry (seed {p['seed']}, EMA weights): what "
+                         f"`genzoo sample RUN --n {p['grid_n']} --seed {p['seed']}` draws. Class-conditional grids "
+                         f"show one class per column, in label order."))
     out.append(("img", "samples.png", "samples of every entry side by side"))
     out.append(("h2", "Quality against training time"))
     out.append(("p", "Lines: the in-loop FD the trainer logged (metrics.jsonl; its own n, so biased differently "

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from genzoo.datasets import attributes, captions
+from genzoo.errors import ConfigError
 
 
 @torch.no_grad()
@@ -75,16 +76,58 @@ class Prompts:
     bins: dict[str, torch.Tensor]  # attribute -> (n,) the requested bin, 0..2
 
 
+PROMPT_SETS = ("heldout", "uniform")  # the evaluation prompts of a text-conditioned run (`evaluation_prompts`)
+
+
+def evaluation_prompts(dataset: str, n: int, which: str = "heldout", data_cfg=None) -> Prompts:
+    """The n prompts a text-conditioned run is scored on: `heldout_prompts` (the default) or `adherence_prompts`."""
+    if which == "heldout":
+        return heldout_prompts(dataset, n, data_cfg)
+    if which == "uniform":
+        return adherence_prompts(dataset, n)
+    raise ConfigError(f"unknown prompt set {which!r}; choose from: {', '.join(PROMPT_SETS)}")
+
+
+def heldout_prompts(dataset: str, n: int, data_cfg=None) -> Prompts:
+    """The captions of held-out images: for the first n test images (cycled past the split's end), the captions'
+    first template with the image's own class and the bins `genzoo.datasets.attributes` measures on it ("a
+    thick, right-leaning seven"). Prompts then follow the data's joint distribution of class and attributes, as
+    text-to-image FD on COCO samples one image per validation caption; `adherence_prompts` asks for every
+    combination equally often, rare ones included (on MNIST test, a right-leaning 3 or 9 is 6-7% of its class)."""
+    from genzoo import datasets
+    from genzoo.config import DataConfig
+
+    test = datasets.load_from_config(data_cfg or DataConfig(dataset=dataset), "test")
+    idx = torch.arange(n) % len(test)
+    images, labels = test.images[idx], test.labels[idx]
+    a, b = list(attributes.NAMES[dataset])[:2]
+    measured = attributes.measure(dataset, images)
+    return prompts_for(dataset, labels, measured[a], measured[b])
+
+
 def adherence_prompts(dataset: str, n: int) -> Prompts:
     """n prompts of the captions' first template with each bin's first word ("a thick, right-leaning seven"),
     cycling through the classes, then the first attribute's bins, then the second's: every combination of
     class and bins equally often (n = 1000 on MNIST: each of the 90 about 11 times)."""
+    K = len(captions.DIGITS if dataset == "mnist" else captions.CLOTHES)
+    i = torch.arange(n)
+    return prompts_for(dataset, i % K, (i // K) % 3, (i // (3 * K)) % 3)
+
+
+def grid_prompts(dataset: str, n: int) -> Prompts:
+    """n prompts for a grid's rows: the classes in order, the bins of the two attributes turning with them, so
+    that ten rows show every class and every pair of bins ("a thin, left-leaning zero", "a regular,
+    left-leaning one", ...)."""
+    K = len(captions.DIGITS if dataset == "mnist" else captions.CLOTHES)
+    i = torch.arange(n)
+    return prompts_for(dataset, i % K, i % 3, (i // 3) % 3)
+
+
+def prompts_for(dataset: str, labels: torch.Tensor, bin_a: torch.Tensor, bin_b: torch.Tensor) -> Prompts:
+    """The prompts of the captions' first template for these classes and bins of the two first attributes."""
     a, b = list(attributes.NAMES[dataset])[:2]
     template = captions.TEMPLATES[dataset][0][1]
     names = captions.DIGITS if dataset == "mnist" else captions.CLOTHES
-    K = len(names)
-    i = torch.arange(n)
-    labels, bin_a, bin_b = i % K, (i // K) % 3, (i // (3 * K)) % 3
     texts = [template.format(label=names[y], numeral=y, **{a: captions.SYNONYMS[a][u][0], b: captions.SYNONYMS[b][v][0]})
              for y, u, v in zip(labels.tolist(), bin_a.tolist(), bin_b.tolist())]
     return Prompts(texts, labels, {a: bin_a, b: bin_b})

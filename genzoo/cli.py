@@ -30,6 +30,7 @@ from pathlib import Path
 
 from genzoo.contract import Component
 from genzoo.errors import ConfigError, GenzooError, Interrupted
+from genzoo.evaluation.text import PROMPT_SETS
 from genzoo.evaluation.harness import METRICS as METRIC_NAMES
 
 
@@ -157,6 +158,9 @@ def _parser() -> argparse.ArgumentParser:
                                       "(default: fd,kid,pr,is[,bpd] where a domain classifier exists, else fid,kid,pr)")
     ev.add_argument("--n", type=EVAL_N, default=5000, help="samples to generate from a run (default 5000)")
     ev.add_argument("--n-ref", type=EVAL_N, default=10000, help="reference images (default 10000)")
+    ev.add_argument("--prompt-set", default="heldout", choices=PROMPT_SETS,
+                    help="a text-conditioned run's prompts: the captions of held-out test images (default) or "
+                         "every class and attribute combination equally often")
     ev.add_argument("--bpd-n", type=EVAL_N, help="test images for bits/dim (default: --n)")
     ev.add_argument("--ref-split", default="train", choices=("train", "test"))
     ev.add_argument("--seed", type=SEED, default=0)
@@ -185,8 +189,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="overrides for every stage, e.g. train.threads=1 model.class_cond=true, or for one "
                          "family: gan:train.lr=1e-4")
     co.add_argument("--root", help="data directory")
-    co.add_argument("--unconditional", action="store_true",
-                    help="every entry unconditional (default: every entry class-conditional)")
+    conditioning = co.add_mutually_exclusive_group()
+    conditioning.add_argument("--unconditional", action="store_true",
+                              help="every entry unconditional (default: every entry class-conditional)")
+    conditioning.add_argument("--text", action="store_true",
+                              help="every entry that reads text (ddpm, ldm, dit, flow) conditioned on captions "
+                                   "through one shared clip run, trained first; prompt grids in the report")
     _report_args(co)
     re_ = sub.add_parser("report", help="re-render a comparison report from finished runs")
     re_.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -208,6 +216,9 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler-steps", help="also evaluate families with a sampler.steps knob at these steps, "
                                            "e.g. 10,25,50, or NAME:STEPS such as ddim:50 (quality against "
                                            "sampling cost)")
+    p.add_argument("--prompt-set", default="heldout", choices=PROMPT_SETS,
+                   help="a text entry's evaluation prompts: the captions of held-out test images (default) or "
+                        "every class and attribute combination equally often")
     p.add_argument("--fid-weights", help="path to the FID Inception weights")
     p.add_argument("--download", action="store_true", help="allow downloading data / FID weights")
     p.add_argument("--device", default="auto", help="evaluation device: auto | cpu | cuda")
@@ -470,7 +481,7 @@ def cmd_eval(args) -> None:
         else:
             result = evaluate_run(args.run_dir, n=args.n, metrics=args.metrics or default, ema=not args.raw, best=args.best,
                                   sampler_overrides=args.set, n_bpd=args.bpd_n, batch_size=args.batch_size,
-                                  **common)
+                                  prompt_set=args.prompt_set, **common)
     elif args.samples:
         images, labels = _load_npz(args.samples)
         reference = _load_npz(args.reference)[0] if args.reference else None
@@ -502,7 +513,7 @@ def _protocol(args):
     return Protocol(n=args.eval_n, metrics=parse_metrics(args.metrics) if args.metrics else (), n_ref=args.n_ref,
                     n_bpd=args.bpd_n, ref_split=args.ref_split, seed=args.seed, grid_n=args.grid_n, sampler_steps=steps,
                     batch_size=args.batch_size, device=args.device, fid_weights=args.fid_weights,
-                    download=args.download)
+                    download=args.download, prompt_set=args.prompt_set)
 
 
 def cmd_compare(args) -> None:
@@ -518,7 +529,7 @@ def cmd_compare(args) -> None:
     families = [f.strip() for f in args.families.split(",") if f.strip()] if args.families else None
     compare(dataset=args.dataset, families=families, preset=args.preset, budget=budget, out=out, resume=args.resume,
             overrides=overrides, protocol=_protocol(args), progress=not args.no_progress, command=args.command_line,
-            conditional=not args.unconditional)
+            conditional=not args.unconditional, text=args.text)
     print(f"report: {Path(out) / 'index.html'} (also report.md, results.json)")
 
 

@@ -12,7 +12,10 @@ entry spends the same total as a one-stage one, and the report says so.
 
 One conditioning for every entry: by default each entry's generating (last) stage is class-conditional and
 sampled with labels cycling through the classes (first stages, the autoencoders, stay unconditional);
-`--unconditional` makes every entry unconditional. A report holds one of the two, never both.
+`--unconditional` makes every entry unconditional; `--text` conditions every entry that can read text (ddpm,
+ldm, dit, flow) on captions through one shared, frozen text encoder: a `clip` run trained first at its preset's
+own steps (outside the entries' budgets, as Imagen's text encoder was trained apart), sampled from the harness's
+evaluation prompts, its grid one prompt per row. A report holds one conditioning, never two.
 
 Each entry is sampled for the evaluation with its protocol sampler (`Stage.sampler`, e.g. DPM-Solver++ at
 fewer steps for the diffusion families) and its recommended guidance (`Stage.guidance`; the unguided row is
@@ -38,7 +41,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +49,7 @@ import torch
 
 from genzoo.config import RunConfig, diff
 from genzoo.errors import CheckpointError, ConfigError
-from genzoo.registry import FAMILIES, load_config_json, resolve_config
+from genzoo.registry import COMPONENTS, FAMILIES, load_config_json, resolve_config
 from genzoo.train import checkpoint as ckpt
 
 log = logging.getLogger("genzoo.compare")
@@ -109,6 +112,21 @@ REUSABLE_CHANGES = {"data.root", "data.download", "train.device", "train.threads
                     "train.eval_points", "train.n_grid"}  # and every sampler.* key: the evaluation sets the sampler explicitly
 
 CONDITIONING = {True: "class-conditional", False: "unconditional"}
+TEXT = "text-conditional"
+TEXT_ENCODER = "clip"  # the component a text comparison trains first and every entry's last stage reads (frozen)
+TEXT_ENCODER_DIR = "text-encoder"  # its run: REPORT_DIR/runs/text-encoder/clip
+
+
+def reads_text(family: str) -> bool:
+    """Whether a family's model takes `model.text_encoder` (a finished clip run)."""
+    return "text_encoder" in {f.name for f in fields(FAMILIES[family].config)}
+
+
+def conditioning_of(cfg: RunConfig) -> str:
+    """A generating run's conditioning: text-conditional, class-conditional or unconditional."""
+    if getattr(cfg.model, "text_encoder", ""):
+        return TEXT
+    return CONDITIONING[bool(getattr(cfg.model, "class_cond", False))]
 
 
 @dataclass(frozen=True)
@@ -151,6 +169,7 @@ class Protocol:
     # extra evaluations at these sampler.steps (or "NAME:STEPS", e.g. "ddim:50"), for families with that knob
     sampler_steps: tuple[int | str, ...] = ()
     batch_size: int = 0  # sampling batch; 0: each entry's Stage.eval_batch on a CPU, else EVAL_BATCH
+    prompt_set: str = "heldout"  # a text entry's evaluation prompts (evaluation.text.evaluation_prompts)
     device: str = "auto"
     fid_weights: str | None = None
     download: bool = False
@@ -171,9 +190,9 @@ class Protocol:
         """What an evaluation's result depends on (device and batch size change which random numbers each sample
         gets, not the distribution sampled; they are left out, as are the report-only fields)."""
         d = asdict(self)
-        for k in ("batch_size", "device", "download", "fid_weights", "grid_n", "sampler_steps"):
+        for k in ("batch_size", "device", "download", "fid_weights", "grid_n", "sampler_steps", "prompt_set"):
             d.pop(k)
-        return d
+        return d  # prompt_set: in the key of a text run's evaluations only (`_cache_key`)
 
 
 @dataclass
@@ -188,12 +207,21 @@ class Entry:
 # which entries
 
 
-def select_entries(families: list[str] | None = None) -> list[tuple[str, tuple[Stage, ...]]]:
-    """The entries to run, in report order: those named in `families`, or every entry with `families=None`.
-    A registered family that no entry names yet runs as a one-stage entry of its own."""
+def select_entries(families: list[str] | None = None, text: bool = False) -> list[tuple[str, tuple[Stage, ...]]]:
+    """The entries to run, in report order: those named in `families`, or every entry with `families=None`
+    (with `text`, every entry whose generating family reads text). A registered family that no entry names yet
+    runs as a one-stage entry of its own."""
     table = dict(ENTRIES)
     for name in FAMILIES:
         table.setdefault(name, (Stage(name),))
+    if text:
+        readers = {name: stages for name, stages in table.items() if reads_text(stages[-1].family)}
+        if families is None:
+            return list(readers.items())
+        others = [name for name in families if name in table and name not in readers]
+        if others:
+            raise ConfigError(f"--text: {', '.join(others)} cannot read text; the entries that can: "
+                              f"{', '.join(readers)}")
     if families is None:
         return list(table.items())
     chosen = []
@@ -215,8 +243,9 @@ def scoped(overrides: list[str], family: str) -> list[str]:
         key = item.partition("=")[0]
         if ":" in key:
             target, _, rest = item.partition(":")
-            if target.strip() not in FAMILIES:
-                raise ConfigError(f"--set {item}: unknown family {target!r}; choose from: {', '.join(FAMILIES)}")
+            if target.strip() not in FAMILIES and target.strip() != TEXT_ENCODER:
+                raise ConfigError(f"--set {item}: unknown family {target!r}; choose from: {', '.join(FAMILIES)} "
+                                  f"(or {TEXT_ENCODER}, the text encoder of --text)")
             if target.strip() == family:
                 out.append(rest)
         else:
@@ -240,15 +269,18 @@ def in_loop_overrides(budget: Budget, protocol: "Protocol") -> list[str]:
 
 def stage_configs(name: str, stages: tuple[Stage, ...], *, dataset: str, preset: str, budget: Budget,
                   overrides: list[str], runs_dir: Path, conditional: bool = True,
-                  in_loop: tuple[str, ...] = ()) -> Entry:
+                  in_loop: tuple[str, ...] = (), text_encoder: Path | None = None) -> Entry:
     """The resolved config and run directory of each stage of an entry: the last stage conditional as asked
-    (earlier stages, autoencoders, unconditional), with the in-loop FD items and its protocol sampler."""
+    (earlier stages, autoencoders, unconditional), with the in-loop FD items and its protocol sampler. With a
+    `text_encoder` run, the last stage reads captions through it instead of class labels."""
     entry = Entry(name, stages)
     for i, stage in enumerate(stages):
         last = i == len(stages) - 1
-        cond = conditional and last
+        cond = conditional and last and text_encoder is None
         own = [f"model.class_cond={str(cond).lower()}"] + (
             list(in_loop) + [f"sampler.{s}" for s in stage.sampler] if last else ["train.eval_every=0"])
+        if last and text_encoder is not None:
+            own += [f"model.text_encoder={Path(text_encoder).resolve()}", "data.captions=true"]
         extra = list(stage.overrides) + own + scoped(overrides, stage.family) + budget.overrides(stage.share)
         if stage.autoencoder_from is not None:
             if not 0 <= stage.autoencoder_from < i:
@@ -260,10 +292,11 @@ def stage_configs(name: str, stages: tuple[Stage, ...], *, dataset: str, preset:
         except ConfigError as e:
             raise ConfigError(f"entry {name}, stage {stage.family}: {e}") from None
         if cfg.model.class_cond != cond:
+            kind = TEXT if text_encoder is not None else CONDITIONING[conditional]
             raise ConfigError(f"entry {name}, stage {stage.family}: --set model.class_cond={str(not cond).lower()} "
-                              f"contradicts this {CONDITIONING[conditional]} comparison (the last stage is "
-                              f"{'' if cond else 'un'}conditional); use --unconditional, or leave model.class_cond "
-                              f"to the comparison")
+                              f"contradicts this {kind} comparison (the last stage is "
+                              f"{'class-' if cond else 'not class-'}conditional); leave model.class_cond "
+                              f"to the comparison (--unconditional and --text choose the other tables)")
         entry.configs.append(cfg)
         entry.dirs.append(runs_dir / name / stage.family)
     return entry
@@ -391,7 +424,9 @@ def _file_sha(path: Path) -> str:
 def _cache_key(run_dir: Path, protocol: Protocol, dataset: str, extra: dict) -> tuple[str, dict]:
     """The evaluation's identity: the protocol, the run's config and the checkpoint's step and time."""
     _, info = run_status(run_dir)
+    text = getattr(load_config_json((run_dir / ckpt.CONFIG).read_text()).model, "text_encoder", "")
     key = {"protocol": protocol.key(), "metrics": list(protocol.metrics_for(dataset)), **extra,
+           **({"prompt_set": protocol.prompt_set} if text else {}),
            "config_sha256": _file_sha(run_dir / ckpt.CONFIG), "step": info["step"],
            "elapsed_s": round(info["elapsed_s"], 3)}
     key = json.loads(json.dumps(key))  # as it reads back from the cache file (tuples -> lists)
@@ -424,7 +459,8 @@ def evaluate_cached(run_dir: Path, protocol: Protocol, dataset: str, *, sampler_
                               ref_split=protocol.ref_split, sampler_overrides=list(sampler_overrides),
                               n_bpd=min(protocol.n_bpd, protocol.n),
                               batch_size=protocol.batch_size, device=protocol.resolved_device(),
-                              fid_weights=protocol.fid_weights, download=protocol.download, progress=progress)
+                              fid_weights=protocol.fid_weights, download=protocol.download, progress=progress,
+                              prompt_set=protocol.prompt_set)
         result["eval_s"] = time.time() - t0
         return result
 
@@ -448,7 +484,8 @@ def reconstruction_cached(run_dir: Path, protocol: Protocol, dataset: str, *, pr
 def grid_cached(run_dir: Path, protocol: Protocol, dataset: str, sampler_overrides=()) -> tuple[torch.Tensor, int]:
     """`protocol.grid_n` samples from seed `protocol.seed` (what `genzoo sample RUN --n N --seed S --set
     sampler.KEY=VALUE...` draws), uint8, cached as run_dir/grid-<key>.npz; and the grid's row length (the
-    number of classes when conditional)."""
+    number of classes when conditional). A text-conditioned run draws `grid_prompts` instead: one prompt per row,
+    a row's columns different noise (`genzoo sample RUN --prompts FILE`, each prompt repeated)."""
     from genzoo.config import apply_overrides
     from genzoo.evaluation.harness import generate
     from genzoo.runs import open_run
@@ -463,14 +500,31 @@ def grid_cached(run_dir: Path, protocol: Protocol, dataset: str, sampler_overrid
     device = protocol.resolved_device()
     run = open_run(run_dir, device=device)
     apply_overrides(run.config, [f"sampler.{s}" for s in sampler_overrides])
+    clip = getattr(run.model, "text_encoder", None)
+    prompts, nrow = grid_prompts(dataset, protocol.grid_n) if clip is not None else (None, 0)
+    tokens = None if prompts is None else clip.tokenizer.encode_batch(prompts.texts)
     images, _, _ = generate(run.model, protocol.grid_n, seed=protocol.seed, batch_size=protocol.batch_size,
-                            device=device, knobs=vars(run.config.sampler))
-    K = run.model.num_classes
-    nrow = K if K and protocol.grid_n >= K else 10
+                            device=device, knobs=vars(run.config.sampler), text=tokens,
+                            labels=None if prompts is None else prompts.labels)
+    if prompts is None:
+        K = run.model.num_classes
+        nrow = K if K and protocol.grid_n >= K else 10
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, images=images.numpy(), nrow=nrow, key=json.dumps(key))
     tmp.replace(path)
     return images, nrow
+
+
+def grid_prompts(dataset: str, n: int):
+    """The prompt grid of a text entry: `evaluation.text.grid_prompts` rows (one per class, up to n), each
+    repeated across its row; (prompts for the n samples, the row length)."""
+    from genzoo.evaluation import text
+
+    rows = text.grid_prompts(dataset, min(n, 10))
+    cols = max(1, n // len(rows.texts))
+    i = torch.arange(n) // cols % len(rows.texts)  # sample -> its row's prompt
+    return text.Prompts([rows.texts[k] for k in i.tolist()], rows.labels[i],
+                        {a: b[i] for a, b in rows.bins.items()}), cols
 
 
 def sweep_overrides(item: int | str) -> tuple[str | None, int, list[str]]:
@@ -509,6 +563,8 @@ def evaluate_entry(name: str, stages: list[dict], protocol: Protocol, *, sampler
                                    progress=progress)
             sweep.append({"steps": steps, "name": sampler_name, "metrics": r["metrics"], "cost": r["cost"]})
     grid = grid_cached(last, protocol, dataset, knobs)
+    model = stages[-1]["config"]["model"]
+    conditioning = TEXT if model.get("text_encoder") else CONDITIONING[bool(stages[-1]["class_cond"])]
     first_stage = None
     if len(stages) > 1 and FAMILIES.get(stages[0]["family"]) is not None and \
             FAMILIES[stages[0]["family"]].model.reconstructs:
@@ -520,6 +576,9 @@ def evaluate_entry(name: str, stages: list[dict], protocol: Protocol, *, sampler
     budgets = [s["budget_used"] for s in stages]
     entry = {"name": name, "families": [s["family"] for s in stages], "two_stage": len(stages) > 1,
              "dataset": dataset, "stages": stages, "class_cond": stages[-1]["class_cond"],
+             "conditioning": conditioning,
+             "grid_prompts": (grid_prompts(dataset, protocol.grid_n)[0].texts[::grid[1]] if conditioning == TEXT
+                              else None),  # the prompt of each row
              "sampler": list(sampler), "guidance": list(guidance),
              "train_s": sum(s["train_s"] for s in stages), "images_seen": sum(s["images_seen"] for s in stages),
              "budget_used": (sum(b * s["share"] for b, s in zip(budgets, stages)) if None not in budgets
@@ -538,27 +597,38 @@ def evaluate_entry(name: str, stages: list[dict], protocol: Protocol, *, sampler
 def compare(*, dataset: str = "mnist", families: list[str] | None = None, preset: str = "quick",
             budget: Budget = Budget(), out: str | Path = "reports/compare", resume: bool = False,
             overrides: list[str] = (), protocol: Protocol = Protocol(), progress: bool = True,
-            command: str = "", conditional: bool = True) -> dict:
+            command: str = "", conditional: bool = True, text: bool = False) -> dict:
     """Train (or reuse) every selected entry under `budget`, evaluate each under `protocol`, write the report.
-    `conditional`: every entry class-conditional (the default) or every entry unconditional."""
+    `conditional`: every entry class-conditional (the default) or every entry unconditional; `text`: every entry
+    reads captions through one shared text encoder, trained first."""
     from genzoo.evaluation import report
 
+    if text and not conditional:
+        raise ConfigError("--text and --unconditional choose different tables: pass one of them")
     t_start = time.time()
     out = Path(out)
-    chosen = select_entries(families)
+    chosen = select_entries(families, text=text)
     in_loop = tuple(in_loop_overrides(budget, protocol))
+    encoder = text_encoder_entry(dataset, preset, list(overrides), out / "runs") if text else None
     entries = [stage_configs(n, st, dataset=dataset, preset=preset, budget=budget, overrides=list(overrides),
-                             runs_dir=out / "runs", conditional=conditional, in_loop=in_loop) for n, st in chosen]
+                             runs_dir=out / "runs", conditional=conditional, in_loop=in_loop,
+                             text_encoder=encoder.dirs[0] if encoder else None) for n, st in chosen]
     check_comparable(entries, protocol, dataset)
-    existing = [(d, c) for e in entries for d, c in zip(e.dirs, e.configs) if (d / ckpt.CHECKPOINT).exists()]
+    everything = ([encoder] if encoder else []) + entries
+    existing = [(d, c) for e in everything for d, c in zip(e.dirs, e.configs) if (d / ckpt.CHECKPOINT).exists()]
     if existing and not resume:
         raise ConfigError(f"{out} already holds runs of a comparison ({existing[0][0]}, ...); pass --resume to reuse "
                           f"finished runs and continue interrupted ones, or choose another --out")
-    check_conditioning(out, entries, conditional)
+    kind = TEXT if text else CONDITIONING[conditional]
+    check_conditioning(out, entries, kind)
     for d, c in existing:  # fail before training anything if a run to reuse does not match
         check_reusable(d, c)
 
     train_s = 0.0
+    if encoder:
+        log.info("[text encoder] %s, shared by every entry (its preset's own steps, outside their budgets)",
+                 encoder.dirs[0])
+        train_s += sum(r["session_s"] for r in train_entry(encoder, resume=resume, progress=progress))
     for k, entry in enumerate(entries):
         log.info("[%d/%d] %s: %s", k + 1, len(entries), entry.name,
                  " -> ".join(f"{s.family} ({s.share:.0%})" for s in entry.stages))
@@ -572,6 +642,7 @@ def compare(*, dataset: str = "mnist", families: list[str] | None = None, preset
         r, grids[entry.name] = evaluate_entry(entry.name, stages, protocol, sampler=last.sampler,
                                               guidance=guidance, eval_batch=last.eval_batch, progress=progress)
         results.append(r)
+    shared = text_encoder_record(encoder, protocol) if encoder else None
     eval_s = time.time() - t_eval
     session = {"created": report.now(), "command": command, "train_s": train_s, "eval_s": eval_s,
                "total_s": time.time() - t_start}
@@ -579,25 +650,50 @@ def compare(*, dataset: str = "mnist", families: list[str] | None = None, preset
         f.write(json.dumps(session) + "\n")
     sessions = [json.loads(x) for x in (out / "runs" / SESSIONS).read_text().splitlines() if x.strip()]
     doc = report.results_document(results, protocol=protocol, budget=budget, preset=preset,
-                                  dataset=dataset, command=command, sessions=sessions,
-                                  conditioning=CONDITIONING[conditional])
+                                  dataset=dataset, command=command, sessions=sessions, conditioning=kind,
+                                  text_encoder=shared)
     report.render(doc, grids, out)
     log.info("report in %s (training %.0f s, evaluation %.0f s this session)", out / "index.html", train_s, eval_s)
     return doc
 
 
-def check_conditioning(out: Path, entries: list[Entry], conditional: bool) -> None:
-    """A report holds one conditioning: continuing one of the other conditioning is refused in one line."""
-    wanted = CONDITIONING[conditional]
+def text_encoder_entry(dataset: str, preset: str, overrides: list[str], runs_dir: Path) -> Entry:
+    """The shared text encoder of a text comparison: a clip run at the comparison's preset and its own steps."""
+    try:
+        cfg = resolve_config(TEXT_ENCODER, dataset=dataset, preset=preset,
+                             overrides=[item for item in scoped(overrides, TEXT_ENCODER)
+                                        if not item.startswith(("model.", "sampler."))])  # the generators' own
+    except ConfigError as e:
+        raise ConfigError(f"the text encoder ({TEXT_ENCODER}) of --text: {e}") from None
+    entry = Entry(TEXT_ENCODER_DIR, (Stage(TEXT_ENCODER),))
+    entry.configs.append(cfg)
+    entry.dirs.append(runs_dir / TEXT_ENCODER_DIR / TEXT_ENCODER)
+    return entry
+
+
+def text_encoder_record(encoder: Entry, protocol: Protocol) -> dict:
+    """What the shared text encoder cost and how well it ties words to images (`genzoo eval CLIP_RUN`), cached."""
+    from genzoo.evaluation.harness import evaluate_component
+
+    run_dir, cfg = encoder.dirs[0], encoder.configs[0]
+    record = stage_record(encoder.stages[0], cfg, run_dir)
+    scores, _ = _cached("component", run_dir, protocol, cfg.data.dataset, {"component": TEXT_ENCODER},
+                        lambda: evaluate_component(run_dir, n=protocol.n, device=protocol.resolved_device()))
+    return {**record, "scores": scores}
+
+
+def check_conditioning(out: Path, entries: list[Entry], wanted: str) -> None:
+    """A report holds one conditioning: continuing one of another conditioning is refused in one line."""
     there = None
     if (out / "results.json").is_file():
         there = json.loads((out / "results.json").read_text()).get("conditioning", "mixed (an older report)")
     for e in entries:
         path = e.dirs[-1] / ckpt.CONFIG
         if there is None and path.is_file():
-            there = CONDITIONING[bool(load_config_json(path.read_text()).model.class_cond)]
+            there = conditioning_of(load_config_json(path.read_text()))
     if there is not None and there != wanted:
-        flag = "without --unconditional" if conditional else "with --unconditional"
+        flag = {TEXT: "with --text", CONDITIONING[False]: "with --unconditional"}.get(there, "without --text or "
+                                                                                              "--unconditional")
         raise ConfigError(f"{out} holds a {there} comparison and this one is {wanted}: the two are never mixed "
                           f"in one table; use another --out (or run {flag} to continue it)")
 
@@ -631,10 +727,10 @@ def report_from_runs(run_dirs: list[str | Path], *, out: str | Path, protocol: P
     datasets = sorted({r["dataset"] for r in results})
     if len(datasets) > 1:
         raise ConfigError(f"the runs are on different datasets ({', '.join(datasets)}); report one dataset at a time")
-    conditioning = {CONDITIONING[bool(r["class_cond"])] for r in results}
+    conditioning = {r["conditioning"] for r in results}
     if len(conditioning) > 1:
-        which = ", ".join(f"{r['name']} {CONDITIONING[bool(r['class_cond'])]}" for r in results)
-        raise ConfigError(f"the runs mix conditional and unconditional models ({which}); report one kind at a time")
+        which = ", ".join(f"{r['name']} {r['conditioning']}" for r in results)
+        raise ConfigError(f"the runs mix conditionings ({which}); report one kind at a time")
     session = {"created": report.now(), "command": command, "train_s": 0.0, "eval_s": time.time() - t_start,
                "total_s": time.time() - t_start}
     doc = report.results_document(results, protocol=protocol, budget=None, preset=None,

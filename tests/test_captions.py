@@ -91,3 +91,25 @@ def test_the_tokenizer_pads_to_its_context_with_bos_and_eos():
     assert tok.encode("").tolist()[:3] == [tok.bos, tok.eos, tok.pad]
     assert tok.encode_batch(["a 7", "the number seven"]).shape == (2, 8)
     assert len(tok) == len(set(tok.vocab)) < 100
+
+
+@pytest.mark.real_data
+def test_held_out_prompts_are_the_captions_of_test_images_and_follow_their_distribution():
+    """The default evaluation prompts of a text run: image i's own class and measured bins, in the captions'
+    first template; unlike the uniform set, their bins are as frequent as in the data."""
+    from genzoo.evaluation import text
+
+    require(importers.mnist_source(), importers.MNIST_INSTALL)
+    test = load("mnist", "test")
+    held_out = text.evaluation_prompts("mnist", 600)
+    assert torch.equal(held_out.labels, test.labels[:600])
+    measured = attributes.measure("mnist", test.images[:600])
+    assert all(torch.equal(held_out.bins[a], measured[a]) for a in ("thickness", "slant"))
+    i = int((held_out.labels == 7).nonzero()[0])
+    words = {a: captions.SYNONYMS[a][int(held_out.bins[a][i])][0] for a in ("thickness", "slant")}
+    assert held_out.texts[i] == captions.TEMPLATES["mnist"][0][1].format(label="seven", numeral=7, **words)
+    assert text.evaluation_prompts("mnist", 10001).texts[10000] == held_out.texts[0], "cycled past the split's end"
+    uniform = text.evaluation_prompts("mnist", 900, "uniform")
+    assert all(torch.bincount(b, minlength=3).tolist() == [300] * 3 for b in uniform.bins.values())
+    with pytest.raises(ConfigError, match="unknown prompt set 'coco'; choose from: heldout, uniform"):
+        text.evaluation_prompts("mnist", 10, "coco")

@@ -9,15 +9,18 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
+from conftest import require
 from genzoo import compare as C
 from genzoo.cli import main
 from genzoo.contract import GenerativeModel
+from genzoo.datasets import importers
 from genzoo.errors import ConfigError
-from genzoo.evaluation import harness
+from genzoo.evaluation import harness, text
 from genzoo.evaluation.report import fmt, results_table
 from genzoo.registry import FAMILIES, Family
 from genzoo.train import checkpoint as ckpt
@@ -370,6 +373,58 @@ def test_unconditional_comparison_and_no_mixing_of_the_two(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unconditional comparison and this one is class-conditional" in err
     assert main(args + ["--resume", "--unconditional"]) == 0, "the same conditioning continues"
+
+
+@pytest.mark.real_data
+def test_a_text_comparison_shares_one_text_encoder_and_shows_prompt_grids(tmp_path, capsys):
+    """--text: one clip run, trained first and outside the budgets, read by every entry; the table says what the
+    samples show of their prompts; the grid is one prompt per row, as `genzoo sample --prompts` draws it."""
+    require(importers.mnist_source(), importers.MNIST_INSTALL)
+    out = tmp_path / "report"
+    args = ["compare", "--dataset", "mnist", "--families", "ddpm", "--preset", "tiny", "--steps", "4", "--out",
+            str(out), "--eval-n", "40", "--n-ref", "300", "--grid-n", "20", "--metrics", "fd,acc", "--device", "cpu",
+            "--no-progress", "--set", "train.threads=1"]
+    assert main(args + ["--text"]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    encoder = out / "runs" / C.TEXT_ENCODER_DIR / "clip"
+    assert doc["conditioning"] == "text-conditional"
+    te = doc["text_encoder"]
+    assert te["run"] == str(encoder) and te["step"] == 20, "the clip preset's own steps, not --steps"
+    assert 0 <= te["scores"]["metrics"]["zero_shot_accuracy"] <= 1
+    (e,) = doc["entries"]
+    cfg = e["stages"][-1]["config"]
+    assert cfg["model"]["text_encoder"] == str(encoder.resolve()) and cfg["data"]["captions"]
+    assert e["conditioning"] == "text-conditional" and e["stages"][-1]["step"] == 4
+    m = e["eval"]["metrics"]
+    for key in ("fd", "label_accuracy", "thickness_accuracy", "slant_accuracy", "clip_score"):
+        assert key in m, key
+    held_out = text.heldout_prompts("mnist", 40)
+    assert m["fd"]["protocol"]["prompt_set"] == "heldout" and repr(held_out.texts[0]) in m["clip_score"]["protocol"][
+        "prompts"], "scored on the captions of held-out test images"
+    assert e["stages"][-1]["in_loop_fd"], "the in-loop curve draws from the evaluation prompts"
+    rows = text.grid_prompts("mnist", 10).texts
+    assert e["grid_prompts"] == rows
+    md = (out / "report.md").read_text()
+    for phrase in ("every entry reads captions", "Text encoder: the `clip` run", "requested thickness ↑",
+                   "CLIP score (zoo's) ↑", '"a thin, left-leaning zero"', "ddpm (text-cond.)"):
+        assert phrase in md, phrase
+    (grid,) = (out / "runs" / "ddpm" / "ddpm").glob("grid-*.npz")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(rows) + "\n")
+    knobs = [f"sampler.{k}" for k in C.ENTRIES["ddpm"][-1].sampler + C.ENTRIES["ddpm"][-1].guidance]
+    assert main(["sample", str(out / "runs" / "ddpm" / "ddpm"), "--prompts", str(prompts), "--n", "20", "--seed", "0",
+                 "--out", str(tmp_path / "s.npz"), "--set", *knobs]) == 0
+    with np.load(grid) as g, np.load(tmp_path / "s.npz") as f:
+        assert np.array_equal(g["images"], f["images"]) and int(g["nrow"]) == 2, "rows of 2: 20 samples, 10 prompts"
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 2, "a class-conditional --resume into a text report"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds a text-conditional comparison" in err and "with --text" in err
+    assert main(args + ["--text", "--resume"]) == 0, "the same conditioning continues, reusing everything"
+    capsys.readouterr()
+    assert main(args + ["--text", "--families", "ddpm,gan", "--out", str(tmp_path / "other")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "gan cannot read text" in err
 
 
 def test_a_set_that_contradicts_the_conditioning_is_refused(tmp_path):
