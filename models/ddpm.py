@@ -7,7 +7,9 @@ replaced by the null label with probability `p_uncond`; at sampling
     eps_guided = eps(x_t, t, null) + cfg_scale * (eps(x_t, t, y) - eps(x_t, t, null))
 
 so cfg_scale = 1 is the plain conditional model and 0 the unconditional one. The two branches run as one
-batch. `log_likelihood` is the variational bound (eq. 5) in bits/dim, estimated over timesteps.
+batch. Guidance can be limited to an interval of noise levels (Kynkaanniemi et al. 2024, "Applying guidance in a
+limited interval"): with `cfg_t_max` < 1 the noisiest steps (t / T above it) run the conditional model alone,
+which keeps the diversity that guidance at high noise removes, and saves their second branch. `log_likelihood` is the variational bound (eq. 5) in bits/dim, estimated over timesteps.
 """
 
 from __future__ import annotations
@@ -103,15 +105,19 @@ class Denoised(GenerativeModel):
             return self.encode_text(self.empty_text(len(cond.pooled)))
         return torch.full_like(cond, self.num_classes)
 
-    def guided(self, cond, cfg_scale: float = 1.0, compile: bool = False):
-        """(x_t, t) -> the network's output under classifier-free guidance: out_u + s (out_c - out_u).
+    time_scale = 1.0  # the network's time input at pure noise: t / time_scale is the fraction of the process
+
+    def guided(self, cond, cfg_scale: float = 1.0, compile: bool = False, t_min: float = 0.0, t_max: float = 1.0):
+        """(x_t, t) -> the network's output under classifier-free guidance: out_u + s (out_c - out_u), at the
+        steps with t_min <= t / time_scale <= t_max (the conditional output out_c elsewhere).
         `cond`: labels (B,), a Text, or None (unconditional)."""
         guided = cond is not None and cfg_scale != 1.0
         both = cat_conditions(cond, self.null_condition(cond)) if guided else None
         net = self.compiled_net() if compile else self.net
+        limited = t_min > 0 or t_max < 1
 
         def out(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            if not guided:
+            if not guided or limited and not t_min <= float(t[0]) / self.time_scale <= t_max:  # one t per call
                 return net(x_t, t, cond)
             out_c, out_u = net(torch.cat([x_t, x_t]), torch.cat([t, t]), both).chunk(2)  # one batch of 2B
             return out_u + cfg_scale * (out_c - out_u)  # linear: valid for eps, x0, v and velocity outputs
@@ -153,6 +159,7 @@ class DDPM(Denoised):
         self.cfg, self.image_shape = cfg, tuple(image_shape)
         self.num_classes = 0 if text_encoder is not None else classes(cfg, num_classes)  # a caption replaces the label
         self.process = GaussianDiffusion(cfg.T, cfg.schedule, cfg.objective)
+        self.time_scale = float(cfg.T)  # t = 0..T-1
         if text_encoder is not None:
             self.use_text_encoder(text_encoder)
         context_dim = text_encoder.cfg.d_model if text_encoder is not None else 0
@@ -164,10 +171,11 @@ class DDPM(Denoised):
         return {"loss": loss}
 
     def denoiser(self, labels: torch.Tensor | None, cfg_scale: float = 1.0, clip_x0: bool = True,
-                 compile: bool = False, guide=None):
-        """The callable the samplers use: (x_t, t) -> (x0_hat, eps_hat), with classifier-free guidance, and with
-        classifier guidance when `guide` (x_t, t) -> s grad log p(y | x_t) is given (`classifier_guide`)."""
-        out = self.guided(labels, cfg_scale, compile)
+                 compile: bool = False, guide=None, t_min: float = 0.0, t_max: float = 1.0):
+        """The callable the samplers use: (x_t, t) -> (x0_hat, eps_hat), with classifier-free guidance (on
+        t / T in [t_min, t_max]), and with classifier guidance when `guide` (x_t, t) -> s grad log p(y | x_t) is
+        given (`classifier_guide`)."""
+        out = self.guided(labels, cfg_scale, compile, t_min, t_max)
         if guide is None:
             return lambda x_t, t: self.process.predict(out(x_t, t), x_t, t, clip_x0)
 
@@ -209,20 +217,29 @@ class DDPM(Denoised):
     def sample_x0(self, n: int, *, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
                   text: torch.Tensor | None = None, name: str = "ddim", steps: int = 50, eta: float = 0.0,
                   var: str = "beta_tilde", cfg_scale: float = 1.0, clip_x0: bool = True,
-                  compile: bool = False, classifier: str = "", classifier_scale: float = 0.0) -> torch.Tensor:
+                  compile: bool = False, classifier: str = "", classifier_scale: float = 0.0,
+                  cfg_t_min: float = 0.0, cfg_t_max: float = 1.0) -> torch.Tensor:
         """x_0 from the sampler, unclamped (latent diffusion decodes it); `text` (n, context) caption tokens.
         With `classifier` (a noisy-classifier run) and `classifier_scale` s, classifier guidance towards `labels`
         (for a text model, the classes its prompts name)."""
         device = next(self.parameters()).device
         guide = self.classifier_guide(classifier, classifier_scale, labels, n)
-        denoise = self.denoiser(self.condition(labels, text, n), cfg_scale, clip_x0, compile, guide)
+        if cfg_t_min > cfg_t_max:
+            raise ConfigError(f"sampler.cfg_t_min={cfg_t_min:g} is above sampler.cfg_t_max={cfg_t_max:g}: guidance "
+                              f"applies on t / T in [cfg_t_min, cfg_t_max]")
+        denoise = self.denoiser(self.condition(labels, text, n), cfg_scale, clip_x0, compile, guide, cfg_t_min,
+                                cfg_t_max)
         return samplers.sample(name, denoise, self.process, (n, *self.image_shape), steps=steps, eta=eta, var=var,
                                generator=generator, device=device)
 
-    def network_evaluations(self, name: str = "ddim", steps: int = 50, cfg_scale: float = 1.0, **_) -> int:
-        """Network passes per sample; classifier-free guidance doubles them (batched as one call)."""
-        guided = (self.num_classes or self.text_encoder is not None) and cfg_scale != 1.0
-        return samplers.network_evaluations(name, steps, self.process) * (2 if guided else 1)
+    def network_evaluations(self, name: str = "ddim", steps: int = 50, cfg_scale: float = 1.0,
+                            cfg_t_min: float = 0.0, cfg_t_max: float = 1.0, **_) -> int:
+        """Network passes per sample; classifier-free guidance doubles those of the steps it applies to (the two
+        branches batched as one call)."""
+        ts = samplers.evaluated_timesteps(name, steps, self.process)
+        if not (self.num_classes or self.text_encoder is not None) or cfg_scale == 1.0:
+            return len(ts)
+        return len(ts) + sum(cfg_t_min <= t / self.time_scale <= cfg_t_max for t in ts)
 
     @torch.no_grad()
     def log_likelihood(self, batch, terms: int = 32, estimator: Literal["vlb", "ode"] = "vlb",
@@ -278,6 +295,8 @@ class SamplerConfig:
     eta: Fraction = 0.0  # DDIM stochasticity: 0 deterministic, 1 ancestral
     var: Literal["beta_tilde", "beta"] = "beta_tilde"  # ancestral sampler's variance
     cfg_scale: Annotated[float, Range("[0, 100]")] = 1.0  # classifier-free guidance; 1 = conditional model as trained
+    cfg_t_min: Fraction = 0.0  # guidance only on the steps with cfg_t_min <= t / T <= cfg_t_max (the conditional
+    cfg_t_max: Fraction = 1.0  # model elsewhere): an interval of noise levels (Kynkaanniemi et al. 2024)
     clip_x0: bool = True  # clip x0_hat to [-1, 1] at every step
     compile: bool = False  # torch.compile the network for sampling (see DDPM.compiled_net)
     classifier: str = ""  # classifier guidance: a finished noisy-classifier run (models/noisy_classifier.py)

@@ -39,6 +39,8 @@ class RectifiedFlow(Denoised):
 
     likelihood = ode.LIKELIHOOD_LABEL
 
+    time_scale = flow.TIME_SCALE  # the network reads TIME_SCALE * t
+
     def __init__(self, cfg: FlowConfig, image_shape: tuple[int, int, int], num_classes: int = 0, net=None,
                  text_encoder: torch.nn.Module | None = None):
         super().__init__()

@@ -13,6 +13,7 @@ from genzoo.cli import main
 from genzoo.contract import Batch, Component
 from genzoo.errors import ConfigError
 from genzoo.models.ddpm import DDPM, DDPMConfig
+from genzoo.models.diffusion import samplers
 from genzoo.models.diffusion.process import GaussianDiffusion
 from genzoo.models.noisy_classifier import NoisyClassifier, NoisyClassifierConfig
 from genzoo.registry import COMPONENTS, FAMILIES
@@ -119,3 +120,28 @@ def test_classifier_guidance_steers_a_text_model_towards_the_class_its_prompt_na
     torch.testing.assert_close(draw(0.0), model.sample(2, text=text, generator=torch.Generator().manual_seed(0),
                                                        steps=3))
     assert not torch.equal(draw(4.0), draw(0.0))
+
+
+def test_guidance_in_a_limited_interval_runs_the_conditional_model_outside_it():
+    torch.manual_seed(0)
+    model = DDPM(DDPMConfig(channels=8, ch_mult=(1, 2), blocks=1, attn_res=(), T=50, class_cond=True), SHAPE, 10).eval()
+    for p in model.net.parameters():  # a zero-initialised output would hide the difference between branches
+        torch.nn.init.normal_(p, std=0.1)
+    y, x = torch.tensor([3, 7]), torch.randn(2, *SHAPE)
+    hi, lo = torch.tensor([40, 40]), torch.tensor([10, 10])  # t / T = 0.8 and 0.2
+    plain, guided = model.guided(y, 1.0), model.guided(y, 3.0)
+    limited = model.guided(y, 3.0, t_min=0.1, t_max=0.5)
+    torch.testing.assert_close(limited(x, hi), plain(x, hi))  # outside: the conditional model as trained
+    torch.testing.assert_close(limited(x, lo), guided(x, lo))  # inside: classifier-free guidance
+    assert not torch.equal(guided(x, hi), plain(x, hi))
+    # each step outside the interval costs one pass instead of two
+    inside = sum(0.1 <= t / 50 <= 0.5 for t in samplers.timesteps(50, 10))
+    assert model.network_evaluations("ddim", 10, 3.0) == 20
+    assert model.network_evaluations("ddim", 10, 3.0, cfg_t_min=0.1, cfg_t_max=0.5) == 10 + inside < 20
+    assert model.network_evaluations("heun", 10, 3.0) == 2 * model.network_evaluations("heun", 10, 1.0)
+    draw = lambda **k: model.sample_x0(2, labels=y, generator=torch.Generator().manual_seed(0), steps=5, clip_x0=False,
+                                       **k)  # unclamped: random weights saturate the clamped samples
+    torch.testing.assert_close(draw(cfg_scale=3.0, cfg_t_min=0.99), draw())  # t / T <= 49 / 50: never guided
+    assert not torch.equal(draw(cfg_scale=3.0, cfg_t_max=0.5), draw(cfg_scale=3.0))
+    with pytest.raises(ConfigError, match="cfg_t_min=0.6 is above sampler.cfg_t_max=0.5"):
+        draw(cfg_scale=3.0, cfg_t_min=0.6, cfg_t_max=0.5)

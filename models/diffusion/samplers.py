@@ -158,11 +158,17 @@ def sample(name: str, denoise: Denoise, process: GaussianDiffusion, shape, *, st
     raise ValueError(f"unknown sampler {name!r}; choose from: {', '.join(SAMPLERS)}")
 
 
-def network_evaluations(name: str, steps: int, process: GaussianDiffusion) -> int:
-    """Denoise calls per sample (one call batches the conditional and unconditional CFG branches)."""
+def evaluated_timesteps(name: str, steps: int, process: GaussianDiffusion) -> list[int]:
+    """The timestep of each denoise call of one sample, in order (one call batches the conditional and
+    unconditional CFG branches)."""
     if name in ("euler", "heun"):
-        n = len(edm_timesteps(process, steps))
-        return 2 * n - 1 if name == "heun" else n
+        ts = edm_timesteps(process, steps)
+        return [t for i, t in enumerate(ts) for t in ([t, ts[i + 1]] if name == "heun" and i + 1 < len(ts) else [t])]
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose from: {', '.join(SAMPLERS)}")
-    return len(timesteps(process.T, steps))
+    return timesteps(process.T, steps)
+
+
+def network_evaluations(name: str, steps: int, process: GaussianDiffusion) -> int:
+    """Denoise calls per sample."""
+    return len(evaluated_timesteps(name, steps, process))
