@@ -8,8 +8,10 @@ replaced by the null label with probability `p_uncond`; at sampling
 
 so cfg_scale = 1 is the plain conditional model and 0 the unconditional one. The two branches run as one
 batch. Guidance can be limited to an interval of noise levels (Kynkaanniemi et al. 2024, "Applying guidance in a
-limited interval"): with `cfg_t_max` < 1 the noisiest steps (t / T above it) run the conditional model alone,
-which keeps the diversity that guidance at high noise removes, and saves their second branch. `log_likelihood` is the variational bound (eq. 5) in bits/dim, estimated over timesteps.
+limited interval"): with `cfg_t_max` < 1 the noisiest steps (t / T above it) run the conditional model alone and
+save their second branch; the paper found this keeps diversity that guidance at high noise removes (docs/text.md
+measures where it helps and where it does not). `log_likelihood` is the variational bound (eq. 5) in bits/dim,
+estimated over timesteps.
 """
 
 from __future__ import annotations
@@ -159,11 +161,14 @@ class DDPM(Denoised):
         self.cfg, self.image_shape = cfg, tuple(image_shape)
         self.num_classes = 0 if text_encoder is not None else classes(cfg, num_classes)  # a caption replaces the label
         self.process = GaussianDiffusion(cfg.T, cfg.schedule, cfg.objective)
-        self.time_scale = float(cfg.T)  # t = 0..T-1
         if text_encoder is not None:
             self.use_text_encoder(text_encoder)
         context_dim = text_encoder.cfg.d_model if text_encoder is not None else 0
         self.net = net if net is not None else UNet(cfg, C, H, self.num_classes, context_dim=context_dim)
+
+    @property
+    def time_scale(self) -> float:
+        return float(self.cfg.T)  # t = 0..T-1
 
     def loss(self, batch, phase: str = "main") -> dict[str, torch.Tensor]:
         y = self.train_condition(batch)
