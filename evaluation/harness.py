@@ -244,10 +244,12 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
                  n_ref: int = 10000, ref_split: str = "train", ema: bool = True, best: bool = False,
                  sampler_overrides=(), n_bpd: int | None = None,
                  batch_size: int = 256, device="cpu", fid_weights: str | None = None, download: bool = False,
-                 progress: bool = False, prompt_set: str = "heldout") -> dict:
+                 progress: bool = False, prompt_set: str = "heldout", on_samples=None) -> dict:
     """Sample `n` images from a run (EMA weights by default), score them, and record cost and protocol; bits/dim
     on the first `n_bpd` test images (default n). A text-conditioned run samples from `prompt_set`
-    (`evaluation.text.evaluation_prompts`: the captions of held-out test images, or every combination alike)."""
+    (`evaluation.text.evaluation_prompts`: the captions of held-out test images, or every combination alike).
+    `on_samples(images, labels)`, if given, receives the generated uint8 images (n, C, H, W) and their labels
+    (e.g. to keep the first ones as a grid without sampling them again)."""
     from genzoo.config import apply_overrides
     from genzoo.evaluation import text
     from genzoo.runs import open_run
@@ -267,6 +269,8 @@ def evaluate_run(run_dir: str | Path, *, n: int = 5000, metrics=("fd", "kid", "p
                                             knobs=knobs, progress=progress, text=tokens,
                                             labels=None if prompts is None else prompts.labels)  # the named classes
                                    if image_metrics else (None, None, None))
+    if on_samples is not None and images is not None:
+        on_samples(images, labels)
     weights = ("ema" if ema else "raw") + (" best.pt" if best else "")
     protocol = {"family": run.config.family, "step": run.step, "weights": weights, "sampler": dict(knobs),
                 **({"prompt_set": prompt_set} if prompts is not None else {})}

@@ -524,9 +524,9 @@ def blocks(doc: dict) -> list[tuple]:
                          f"a row are different noise: what `genzoo sample RUN --prompts FILE --n {p['grid_n']} "
                          f"--seed {p['seed']}` draws with these prompts in FILE, one per line."))
     else:
-        out.append(("p", f"The first {p['grid_n']} samples of each entry (seed {p['seed']}, EMA weights): what "
-                         f"`genzoo sample RUN --n {p['grid_n']} --seed {p['seed']}` draws. Class-conditional grids "
-                         f"show one class per column, in label order."))
+        out.append(("p", f"The first {p['grid_n']} of each entry's {p['n']} evaluation samples (seed {p['seed']}, "
+                         f"EMA weights, the table's sampler and guidance), kept from the evaluation rather than "
+                         f"drawn again. Class-conditional grids show one class per column, in label order."))
     out.append(("img", "samples.png", "samples of every entry side by side"))
     out.append(("h2", "Quality against training time"))
     out.append(("p", "Lines: the in-loop FD the trainer logged (metrics.jsonl; its own n, so biased differently "

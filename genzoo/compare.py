@@ -447,11 +447,20 @@ def _cached(kind: str, run_dir: Path, protocol: Protocol, dataset: str, extra: d
 
 
 def evaluate_cached(run_dir: Path, protocol: Protocol, dataset: str, *, sampler_overrides=(), metrics=None,
-                    progress: bool = False) -> tuple[dict, bool]:
-    """harness.evaluate_run under `protocol`, cached as run_dir/eval-<key>.json; returns (result, from_cache)."""
+                    keep_grid: bool = False, progress: bool = False) -> tuple[dict, bool]:
+    """harness.evaluate_run under `protocol`, cached as run_dir/eval-<key>.json; returns (result, from_cache).
+    `keep_grid`: the first `protocol.grid_n` evaluation samples are also the run's sample grid under these sampler
+    overrides (`grid_cached` then reads them instead of sampling again); not for text runs, whose grid has its
+    own prompts."""
     from genzoo.evaluation.harness import evaluate_run
 
     metrics = tuple(metrics or protocol.metrics_for(dataset))
+
+    def keep(images: torch.Tensor, labels: torch.Tensor | None):  # labels cycle through the K classes
+        if keep_grid and protocol.grid_n <= len(images):
+            K = 0 if labels is None else int(labels.max()) + 1
+            save_grid_npz(run_dir, protocol, dataset, sampler_overrides, images[:protocol.grid_n],
+                          nrow=K if K and protocol.grid_n >= K else 10)
 
     def compute():
         t0 = time.time()
@@ -460,7 +469,7 @@ def evaluate_cached(run_dir: Path, protocol: Protocol, dataset: str, *, sampler_
                               n_bpd=min(protocol.n_bpd, protocol.n),
                               batch_size=protocol.batch_size, device=protocol.resolved_device(),
                               fid_weights=protocol.fid_weights, download=protocol.download, progress=progress,
-                              prompt_set=protocol.prompt_set)
+                              prompt_set=protocol.prompt_set, on_samples=keep)
         result["eval_s"] = time.time() - t0
         return result
 
@@ -481,18 +490,32 @@ def reconstruction_cached(run_dir: Path, protocol: Protocol, dataset: str, *, pr
                                                    progress=progress))[0]
 
 
+def _grid_path(run_dir: Path, protocol: Protocol, dataset: str, sampler_overrides) -> tuple[Path, dict]:
+    extra = {"grid_n": protocol.grid_n, **({"sampler": list(sampler_overrides)} if sampler_overrides else {})}
+    digest, key = _cache_key(run_dir, protocol, dataset, extra)
+    return run_dir / f"grid-{digest}.npz", key
+
+
+def save_grid_npz(run_dir: Path, protocol: Protocol, dataset: str, sampler_overrides, images: torch.Tensor,
+                  nrow: int):
+    """Keep `images` (uint8) as the run's grid under `protocol` and these sampler overrides (grid-<key>.npz)."""
+    path, key = _grid_path(run_dir, protocol, dataset, sampler_overrides)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, images=images.numpy(), nrow=nrow, key=json.dumps(key))
+    tmp.replace(path)
+
+
 def grid_cached(run_dir: Path, protocol: Protocol, dataset: str, sampler_overrides=()) -> tuple[torch.Tensor, int]:
-    """`protocol.grid_n` samples from seed `protocol.seed` (what `genzoo sample RUN --n N --seed S --set
-    sampler.KEY=VALUE...` draws), uint8, cached as run_dir/grid-<key>.npz; and the grid's row length (the
-    number of classes when conditional). A text-conditioned run draws `grid_prompts` instead: one prompt per row,
+    """`protocol.grid_n` samples from seed `protocol.seed`, uint8, cached as run_dir/grid-<key>.npz, and the grid's
+    row length (the number of classes when conditional): the first `grid_n` of the evaluation's samples where
+    `evaluate_cached(keep_grid=True)` kept them, else sampled here (what `genzoo sample RUN --n N --seed S --set
+    sampler.KEY=VALUE...` draws). A text-conditioned run draws `grid_prompts` instead: one prompt per row,
     a row's columns different noise (`genzoo sample RUN --prompts FILE`, each prompt repeated)."""
     from genzoo.config import apply_overrides
     from genzoo.evaluation.harness import generate
     from genzoo.runs import open_run
 
-    extra = {"grid_n": protocol.grid_n, **({"sampler": list(sampler_overrides)} if sampler_overrides else {})}
-    digest, key = _cache_key(run_dir, protocol, dataset, extra)
-    path = run_dir / f"grid-{digest}.npz"
+    path, key = _grid_path(run_dir, protocol, dataset, sampler_overrides)
     if path.is_file():
         with np.load(path) as f:
             if json.loads(str(f["key"])) == key:
@@ -509,9 +532,7 @@ def grid_cached(run_dir: Path, protocol: Protocol, dataset: str, sampler_overrid
     if prompts is None:
         K = run.model.num_classes
         nrow = K if K and protocol.grid_n >= K else 10
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, images=images.numpy(), nrow=nrow, key=json.dumps(key))
-    tmp.replace(path)
+    save_grid_npz(run_dir, protocol, dataset, sampler_overrides, images, nrow)
     return images, nrow
 
 
@@ -549,7 +570,9 @@ def evaluate_entry(name: str, stages: list[dict], protocol: Protocol, *, sampler
     log.info("%s: evaluating %s (n=%d, %s)", name, last, protocol.n, ",".join(protocol.metrics_for(dataset)))
     t0 = time.time()
     knobs = list(sampler) + list(guidance)
-    result, cached = evaluate_cached(last, protocol, dataset, sampler_overrides=knobs, progress=progress)
+    text = bool(stages[-1]["config"]["model"].get("text_encoder"))
+    result, cached = evaluate_cached(last, protocol, dataset, sampler_overrides=knobs, keep_grid=not text,
+                                     progress=progress)
     unguided_metrics = tuple(m for m in protocol.metrics_for(dataset) if m in ("fd", "fid", "acc"))
     unguided = evaluate_cached(last, replace(protocol, n=min(protocol.n_unguided, protocol.n)), dataset,
                                sampler_overrides=list(sampler), metrics=unguided_metrics,

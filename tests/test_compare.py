@@ -472,6 +472,34 @@ def test_protocol_sampler_and_guidance_with_the_unguided_row_kept(tmp_path, monk
     assert row[header.index("guidance (unguided)")] == f"cfg_scale=2 (unguided {fmt(fd)})", "the table shows both"
 
 
+def test_the_grid_is_the_first_evaluation_samples_not_drawn_again(tmp_path, monkeypatch):
+    """A class-conditional entry's grid is the first grid_n of its evaluation samples: one sampling pass for the
+    reported row (and one for the unguided row), none for the grid; a rerun reads both from the cache."""
+    from genzoo.evaluation import harness
+
+    drawn = []
+    real = harness.generate
+
+    def counting(model, n, **kw):
+        out = real(model, n, **kw)
+        drawn.append((n, out[0]))
+        return out
+
+    monkeypatch.setattr(harness, "generate", counting)
+    monkeypatch.setitem(C.ENTRIES, "ddpm", (C.Stage("ddpm", sampler=("name=dpm++2m", "steps=3"),
+                                                    guidance=("cfg_scale=2",)),))
+    protocol = C.Protocol(n=30, n_ref=300, n_unguided=20, grid_n=10, metrics=("fd", "acc"), device="cpu")
+    run_compare(tmp_path, ["ddpm"], steps=4, protocol=protocol)
+    sizes = [n for n, _ in drawn]  # the in-loop FD's draws during training first
+    assert sizes[-2:] == [30, 20] and 10 not in sizes, "the evaluation, the unguided row; no grid of its own"
+    (grid,) = (tmp_path / "runs" / "ddpm" / "ddpm").glob("grid-*.npz")
+    with np.load(grid) as g:
+        assert np.array_equal(g["images"], drawn[-2][1][:10].numpy()) and int(g["nrow"]) == 10
+    drawn.clear()
+    run_compare(tmp_path, ["ddpm"], steps=4, protocol=protocol, resume=True)
+    assert drawn == [], "evaluation and grid come from the cache"
+
+
 def test_the_bits_per_dim_column_says_exact_bound_or_estimate():
     from genzoo.evaluation.report import bpd_text
 

@@ -44,6 +44,26 @@ def test_kid_is_unbiased_near_zero_for_one_distribution_and_positive_for_two():
     assert M.kid(a, b, subsets=5, subset_size=100, seed=4) == M.kid(a, b, subsets=5, subset_size=100, seed=4)
 
 
+def kid_by_definition(real, fake, subsets, subset_size, seed):
+    """KID as defined: every subset's three kernel matrices computed from its own draws."""
+    m, d = min(subset_size, len(real), len(fake)), real.shape[1]
+    rng, values = np.random.default_rng(seed), []
+    for _ in range(subsets):
+        x, y = real[rng.choice(len(real), m, replace=False)], fake[rng.choice(len(fake), m, replace=False)]
+        k_xx, k_yy, k_xy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
+        values.append((k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1)) - 2 * k_xy.mean())
+    return np.mean(values), np.std(values)
+
+
+@pytest.mark.parametrize("n_fake", [200, 350], ids=["every-generated-row", "subsets-of-them"])
+def test_kid_equals_its_definition_with_the_generated_terms_computed_once(n_fake):
+    """With subset_size = the number of generated rows (the protocol's case), their terms are computed once;
+    the value is the definition's, subset by subset, to rounding."""
+    real, fake = gaussian(900, 16, seed=5), gaussian(n_fake, 16, mean=0.2, seed=6)
+    got = M.kid(real, fake, subsets=20, subset_size=200, seed=7)
+    np.testing.assert_allclose(got, kid_by_definition(real, fake, 20, 200, 7), rtol=1e-10)
+
+
 def test_precision_and_recall_of_identical_and_disjoint_sets():
     a = gaussian(300, 4)
     assert M.precision_recall(a, a.copy()) == (1.0, 1.0)
@@ -65,3 +85,13 @@ def test_class_score_ranges_from_one_to_the_number_of_classes():
     assert M.class_score(one_class) == pytest.approx(1.0)
     assert M.class_score(unsure) == pytest.approx(1.0)
     assert M.class_score(confident_balanced) == pytest.approx(10.0, rel=1e-6)
+
+
+def test_precision_recall_remembers_a_reference_by_its_content_only():
+    real, other = gaussian(300, 4, seed=8), gaussian(300, 4, seed=9)
+    fake = gaussian(200, 4, mean=0.3, seed=10)
+    first = M.precision_recall(real, fake)
+    assert M.precision_recall(real.copy(), fake) == first, "the same reference, another array: the same radii"
+    r = M.torch.from_numpy(other)
+    precision = M._inside(M.torch.from_numpy(fake), r, M._kth_nn_radius(r, 3)).double().mean()
+    assert M.precision_recall(other, fake)[0] == float(precision), "a new reference gets its own radii"
