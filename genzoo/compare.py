@@ -80,6 +80,10 @@ class Stage:
 # The protocol sampler of the diffusion families: DPM-Solver++(2M) at fewer steps than DDIM-50, whose FD it
 # should match (docs/compare.md says how that is measured: `--sampler-steps ddim:50`).
 DIFFUSION_SAMPLER = ("name=dpm++2m", "steps=20")
+# The U-Net entries read time and class as adaGN's scale and shift after each block's norm: added before it (the
+# presets' DDPM block), most of the class is normalised away at these widths (layers.ResBlock; at 2.5 minutes it
+# raised ldm from 57% to 83% of the requested digit and ddpm from 80% to 86%, benchmarks/results/adagn_cpu.jsonl)
+ADAGN = ("model.scale_shift=true",)
 
 # The comparison's entries, in report order; every family they name is registered in genzoo.registry.FAMILIES.
 # Each stage's comparison settings live here: `overrides` (the entry's own preset changes, applied after the
@@ -95,12 +99,12 @@ ENTRIES: dict[str, tuple[Stage, ...]] = {
     "transformer": (Stage("transformer", overrides=("model.patch=4",), eval_batch=100),),
     "vqvae": (Stage("vqvae", share=0.5), Stage("transformer", share=0.5, autoencoder_from=0,  # + prior (a class token)
                                                presets=(("quick", "prior"),), guidance=("cfg_scale=2",))),
-    "ddpm": (Stage("ddpm", sampler=DIFFUSION_SAMPLER, guidance=("cfg_scale=2",), eval_batch=50),),
+    "ddpm": (Stage("ddpm", overrides=ADAGN, sampler=DIFFUSION_SAMPLER, guidance=("cfg_scale=2",), eval_batch=50),),
     "ldm": (Stage("vae", share=0.4, overrides=("model.latent_channels=4",)),  # a spatial 4x7x7 latent
-            Stage("ldm", share=0.6, autoencoder_from=0, sampler=DIFFUSION_SAMPLER,  # diffusion in the VAE's latents
-                  guidance=("cfg_scale=3",))),
+            Stage("ldm", share=0.6, autoencoder_from=0, overrides=ADAGN, sampler=DIFFUSION_SAMPLER,
+                  guidance=("cfg_scale=3",))),  # diffusion in the VAE's latents
     "dit": (Stage("dit", sampler=DIFFUSION_SAMPLER, guidance=("cfg_scale=4",), eval_batch=50),),
-    "flow": (Stage("flow", guidance=("cfg_scale=2",), eval_batch=50),),
+    "flow": (Stage("flow", overrides=ADAGN, guidance=("cfg_scale=2",), eval_batch=50),),
 }
 EVAL_BATCH = 500  # the sampling batch of an entry without its own, and of every entry on a GPU
 

@@ -20,22 +20,31 @@ def group_norm(channels: int) -> nn.GroupNorm:
 class ResBlock(nn.Module):
     """Pre-activation residual block: norm -> SiLU -> conv3x3, twice, plus a 1x1 skip if widths differ.
 
-    `emb` (B, E), if given, is projected and added after the first conv (time / class conditioning).
+    `emb` (B, E), if given, is projected and added after the first conv (time / class conditioning, DDPM). The
+    group norm that follows subtracts each group's mean, so only the differences between the channels of a
+    group reach the second conv: at one channel per group (widths up to 32, see `group_norm`) nothing of the
+    embedding does. With `scale_shift` the projection is a per-channel scale and shift applied after that norm,
+    h = norm2(h) (1 + s) + b (adaGN, Dhariwal & Nichol 2021, Sec. 3), which no norm undoes.
     """
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int = 0, dropout: float = 0.0):
+    def __init__(self, c_in: int, c_out: int, emb_dim: int = 0, dropout: float = 0.0, scale_shift: bool = False):
         super().__init__()
+        self.scale_shift = scale_shift
         self.norm1, self.conv1 = group_norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, c_out) if emb_dim else None
+        self.emb = nn.Linear(emb_dim, 2 * c_out if scale_shift else c_out) if emb_dim else None
         self.norm2, self.conv2 = group_norm(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
         self.dropout = nn.Dropout(dropout)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))  # (B, c_out, H, W)
-        if self.emb is not None and emb is not None:
-            h = h + self.emb(emb)[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        e = self.emb(emb)[:, :, None, None] if self.emb is not None and emb is not None else None
+        if e is not None and self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)  # (B, c_out, 1, 1) each
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h if e is None else h + e)
+        h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
 

@@ -105,9 +105,9 @@ class TimestepBlock(nn.Module):
     """A residual block optionally followed by attention (and cross-attention to text); takes the embedding."""
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float, attn: bool, heads: int,
-                 context_dim: int = 0):
+                 context_dim: int = 0, scale_shift: bool = False):
         super().__init__()
-        self.res = ResBlock(c_in, c_out, emb_dim, dropout)
+        self.res = ResBlock(c_in, c_out, emb_dim, dropout, scale_shift)
         zero_(self.res.conv2)
         self.attn = Attention(c_out, heads) if attn else None
         self.cross = CrossAttention(c_out, context_dim, heads) if attn and context_dim else None
@@ -132,7 +132,7 @@ class UNet(nn.Module):
         self.label_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None  # row K = null label
         self.pooled_proj = nn.Linear(context_dim, emb_dim) if context_dim else None  # text: pooled -> time emb
         blk = functools.partial(TimestepBlock, emb_dim=emb_dim, dropout=cfg.dropout, heads=cfg.heads,
-                                context_dim=context_dim)
+                                context_dim=context_dim, scale_shift=cfg.scale_shift)
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
 
         self.down, skips, c, res = nn.ModuleList(), [ch], ch, image_size
@@ -220,3 +220,6 @@ class UNetConfig:
     attn_res: Annotated[tuple[int, ...], Range("[1, 4096]")] = (16,)  # feature-map sizes (H) with self-attention
     heads: Annotated[int, Range("[1, 64]")] = 1  # DDPM: one head
     dropout: Annotated[float, Range("[0, 1)")] = 0.1
+    # the time / class embedding as a scale and shift after each block's second norm (adaGN), instead of added
+    # before it, where a group norm of one channel per group (widths up to 32) removes it (layers.ResBlock)
+    scale_shift: bool = False

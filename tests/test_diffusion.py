@@ -194,3 +194,21 @@ def test_a_tiny_run_learns(tmp_path):
     rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert losses[-1] < 0.6 * losses[0]
+
+
+
+@pytest.mark.parametrize("width", [16, 64], ids=["one-channel-groups", "two-channel-groups"])
+def test_the_embedding_reaches_a_block_as_a_scale_and_shift_after_its_norm(width):
+    """Added before the group norm (DDPM), an embedding is a per-channel constant that the norm subtracts
+    within each group: at one channel per group (width 16) nothing of it reaches the second conv. As adaGN's
+    scale and shift after the norm (model.scale_shift) it does at every width."""
+    from genzoo.models.layers import ResBlock
+
+    torch.manual_seed(0)
+    x, e1, e2 = torch.randn(2, width, 7, 7), torch.randn(2, 32), torch.randn(2, 32)
+    for scale_shift in (False, True):
+        block = ResBlock(width, width, emb_dim=32, scale_shift=scale_shift)
+        torch.nn.init.normal_(block.conv2.weight, std=0.1)
+        with torch.no_grad():
+            same = torch.allclose(block(x, e1), block(x, e2), atol=1e-5)
+        assert same == (width == 16 and not scale_shift), (width, scale_shift)
