@@ -81,8 +81,8 @@ class Stage:
 # should match (docs/compare.md says how that is measured: `--sampler-steps ddim:50`).
 DIFFUSION_SAMPLER = ("name=dpm++2m", "steps=20")
 # The U-Net entries read time and class as adaGN's scale and shift after each block's norm: added before it (the
-# presets' DDPM block), most of the class is normalised away at these widths (layers.ResBlock; at 2.5 minutes it
-# raised ldm from 57% to 83% of the requested digit and ddpm from 80% to 86%, benchmarks/results/adagn_cpu.jsonl)
+# presets' DDPM block), most of the class is normalised away at these widths (layers.ResBlock; measured in
+# benchmarks/results/adagn_cpu.jsonl, docs/diffusion.md)
 ADAGN = ("model.scale_shift=true",)
 
 # The comparison's entries, in report order; every family they name is registered in genzoo.registry.FAMILIES.
