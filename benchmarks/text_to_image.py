@@ -58,14 +58,16 @@ def main() -> None:
                    help="the evaluation prompts (evaluation.text.evaluation_prompts): the captions of held-out test "
                         "images (default) or every digit and bin combination equally often")
     p.add_argument("--sampler", default="name=dpm++2m steps=20", help="sampler knobs of every evaluation")
+    p.add_argument("--ldm-set", default="", help="extra overrides of both ldm runs, e.g. 'model.scale_shift=true'")
     a = p.parse_args()
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     ae, clip = out / "ae", out / "clip"
     rows = [train("clip", "clip", out), train("ae", "vae", out, "model.latent_channels=4"),
             train(f"ldm-text-{a.denoiser}", "ldm", out, f"model.autoencoder={ae}", f"model.text_encoder={clip}",
-                  "data.captions=true", f"model.denoiser={a.denoiser}"),
-            train(f"ldm-class-{a.denoiser}", "ldm", out, f"model.autoencoder={ae}", f"model.denoiser={a.denoiser}")]
+                  "data.captions=true", f"model.denoiser={a.denoiser}", *a.ldm_set.split()),
+            train(f"ldm-class-{a.denoiser}", "ldm", out, f"model.autoencoder={ae}", f"model.denoiser={a.denoiser}",
+                  *a.ldm_set.split())]
     for row in rows:
         print(json.dumps(row), flush=True)
     for kind in ("text", "class"):

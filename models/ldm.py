@@ -154,16 +154,19 @@ PRESETS = {
              "train": {"steps": 20, "batch_size": 32, "lr": 2e-3, "warmup_steps": 5, "ema_decay": 0.9,
                        "log_every": 5, "sample_every": 0, "ckpt_every": 10, "n_grid": 16}},
     # MNIST latents of the vae quick preset with latent_channels=4 (4 x 7 x 7): no downsampling, 49 positions;
-    # minutes on 2 CPU cores with either denoiser (README, notebook 05)
+    # minutes on 2 CPU cores with either denoiser (README, notebook 05). scale_shift: the U-Net reads time, class
+    # and the pooled text as adaGN's scale and shift, since a group norm of two channels per group removes most
+    # of an embedding added before it (layers.ResBlock; docs/diffusion.md)
     "quick": {"model": {"channels": 64, "ch_mult": (1,), "blocks": 2, "attn_res": (7,), "hidden": 128, "depth": 6,
                         "heads": 4, "T": 1000, "schedule": "cosine", "objective": "v", "min_snr_gamma": 5.0,
-                        "class_cond": True},
+                        "class_cond": True, "scale_shift": True},
               "sampler": {"name": "ddim", "steps": 50},
               "train": {"steps": 1100, "batch_size": 128, "lr": 1e-3, "warmup_steps": 100, "ema_decay": 0.995,
                         "sample_every": 275, "ckpt_every": 275}},
-    # one GPU; 7x7 MNIST latents cannot be halved: ch_mult (1, 2) suits 8x8 latents (CIFAR-10 at f = 4)
+    # one GPU; 7x7 MNIST latents cannot be halved: ch_mult (1, 2) suits 8x8 latents (CIFAR-10 at f = 4); adaGN
+    # as in quick (Dhariwal & Nichol 2021 found it better than adding the embedding at every width they tried)
     "standard": {"model": {"channels": 128, "ch_mult": (1,), "blocks": 2, "attn_res": (7,), "dropout": 0.1,
-                           "hidden": 384, "depth": 12, "heads": 4},
+                           "hidden": 384, "depth": 12, "heads": 4, "scale_shift": True},
                  "train": {"steps": 50000, "batch_size": 256, "lr": 2e-4, "warmup_steps": 1000, "ema_decay": 0.9999,
                            "sample_every": 5000, "ckpt_every": 5000, "eval_every": 5000}},
 }
