@@ -80,6 +80,9 @@ class Stage:
 # The protocol sampler of the diffusion families: DPM-Solver++(2M) at fewer steps than DDIM-50, whose FD it
 # should match (docs/compare.md says how that is measured: `--sampler-steps ddim:50`).
 DIFFUSION_SAMPLER = ("name=dpm++2m", "steps=20")
+# the ldm's 7x7 latents need fewer: at 10 steps its FD is within the spread of 20 and of DDIM-50, at twice the
+# speed of 20 (benchmarks/results/protocol_steps_cpu.jsonl); pixel ddpm at 12 loses 15% FD, so it keeps 20
+LDM_SAMPLER = ("name=dpm++2m", "steps=10")
 # The U-Net entries read time and class as adaGN's scale and shift after each block's norm: added before it (the
 # ddpm and flow presets' block), most of the class is normalised away at these widths (layers.ResBlock; measured
 # in benchmarks/results/adagn_cpu.jsonl, docs/diffusion.md). The ldm presets have it already.
@@ -101,7 +104,7 @@ ENTRIES: dict[str, tuple[Stage, ...]] = {
                                                presets=(("quick", "prior"),), guidance=("cfg_scale=2",))),
     "ddpm": (Stage("ddpm", overrides=ADAGN, sampler=DIFFUSION_SAMPLER, guidance=("cfg_scale=2",), eval_batch=50),),
     "ldm": (Stage("vae", share=0.4, overrides=("model.latent_channels=4",)),  # a spatial 4x7x7 latent
-            Stage("ldm", share=0.6, autoencoder_from=0, sampler=DIFFUSION_SAMPLER,
+            Stage("ldm", share=0.6, autoencoder_from=0, sampler=LDM_SAMPLER,
                   guidance=("cfg_scale=3",))),  # diffusion in the VAE's latents
     "dit": (Stage("dit", sampler=DIFFUSION_SAMPLER, guidance=("cfg_scale=4",), eval_batch=50),),
     "flow": (Stage("flow", overrides=ADAGN, guidance=("cfg_scale=2",), eval_batch=50),),
