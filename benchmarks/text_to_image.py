@@ -2,7 +2,7 @@
 class-conditional ldm on the same VAE beside it (docs/text.md, Measured).
 
     python benchmarks/text_to_image.py --out runs/t2i [--n 1000] [--cfg 1,2,3,4] [--denoiser unet]
-        [--sampler "name=dpm++2m steps=20"] [--prompt-set heldout|uniform]
+        [--sampler "name=dpm++2m steps=20"] [--prompt-set heldout|uniform] [--ldm-set "model.scale_shift=false"]
 
 Trains (or reuses, when finished) four quick runs with `genzoo train`, timing each: clip, vae
 (model.latent_channels=4), ldm with model.text_encoder=CLIP (data.captions=true) and ldm with class labels.
