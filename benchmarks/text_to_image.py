@@ -58,7 +58,7 @@ def main() -> None:
                    help="the evaluation prompts (evaluation.text.evaluation_prompts): the captions of held-out test "
                         "images (default) or every digit and bin combination equally often")
     p.add_argument("--sampler", default="name=dpm++2m steps=20", help="sampler knobs of every evaluation")
-    p.add_argument("--ldm-set", default="", help="extra overrides of both ldm runs, e.g. 'model.scale_shift=true'")
+    p.add_argument("--ldm-set", default="", help="extra overrides of both ldm runs, e.g. 'model.scale_shift=false' (the block before adaGN)")
     a = p.parse_args()
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -131,8 +131,11 @@ def test_kv_cached_sampling_gives_exactly_the_uncached_samples(class_every):
         assert torch.equal(cached, plain)
 
 
-def test_pixelcnn_row_cached_sampling_gives_exactly_the_full_network_samples():
-    model = pixelcnn(class_cond=True)
+@pytest.mark.parametrize("shape,kernel", [(RGB, 3), ((1, 9, 9), 5)], ids=["rgb-k3", "gray-k5"])
+def test_pixelcnn_row_cached_sampling_gives_exactly_the_full_network_samples(shape, kernel):
+    """The cached sampler runs each horizontal layer on the k//2 + 2 columns its output sees (the window starts
+    past column 0 once c > k//2 + 1, as at both sizes here): the same samples as the full network."""
+    model = pixelcnn(shape, class_cond=True, kernel=kernel)
     labels = torch.arange(4)
     fast = model.sample(4, labels=labels, generator=torch.Generator().manual_seed(2), cache=True)
     full = model.sample(4, labels=labels, generator=torch.Generator().manual_seed(2), cache=False)
