@@ -2,13 +2,15 @@
 class-conditional ldm on the same VAE beside it (docs/text.md, Measured).
 
     python benchmarks/text_to_image.py --out runs/t2i [--n 1000] [--cfg 1,2,3,4] [--denoiser unet]
-        [--sampler "name=dpm++2m steps=20"] [--prompt-set heldout|uniform] [--ldm-set "model.scale_shift=false"]
+        [--sampler "name=dpm++2m steps=20"] [--prompt-set heldout|uniform|label] [--ldm-set "model.scale_shift=false"]
 
 Trains (or reuses, when finished) four quick runs with `genzoo train`, timing each: clip, vae
 (model.latent_channels=4), ldm with model.text_encoder=CLIP (data.captions=true) and ldm with class labels.
 Then scores both ldm runs at each guidance scale: the text run from the evaluation prompts
 (`evaluation.text.evaluation_prompts`, `--prompt-set`: by default the captions of held-out test images, naming
-digit, thickness and slant), the class run from labels. Prints one JSON line per run and per (run, scale), and
+digit, thickness and slant), the class run from labels. Beside them, the metric's floors at the same n: the
+held-out images themselves (`evaluation.text.heldout_images`) and the VAE's reconstructions of them, each
+scored against the same train reference. Prints one JSON line per run, per floor and per (run, scale), and
 writes OUT/prompt-grid.png: rows = prompts, columns = seeds.
 """
 
@@ -44,8 +46,10 @@ def train(name: str, family: str, out: Path, *sets: str, preset: str = "quick", 
 
 def main() -> None:
     from genzoo.config import apply_overrides
-    from genzoo.evaluation.grid import save_grid
-    from genzoo.evaluation.harness import evaluate_run, generate
+    from genzoo.contract import Batch
+    from genzoo.evaluation import text
+    from genzoo.evaluation.grid import save_grid, to_uint8
+    from genzoo.evaluation.harness import evaluate_images, evaluate_run, generate
     from genzoo.runs import open_run
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -54,9 +58,9 @@ def main() -> None:
     p.add_argument("--cfg", default="1,2,3,4")
     p.add_argument("--denoiser", default="unet", choices=("unet", "dit"))
     p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--prompt-set", default="heldout", choices=("heldout", "uniform"),
+    p.add_argument("--prompt-set", default="heldout", choices=("heldout", "uniform", "label"),
                    help="the evaluation prompts (evaluation.text.evaluation_prompts): the captions of held-out test "
-                        "images (default) or every digit and bin combination equally often")
+                        "images (default), every digit and bin combination equally often, or the digit alone")
     p.add_argument("--sampler", default="name=dpm++2m steps=20", help="sampler knobs of every evaluation")
     p.add_argument("--ldm-set", default="", help="extra overrides of both ldm runs, e.g. 'model.scale_shift=false' (the block before adaGN)")
     a = p.parse_args()
@@ -70,16 +74,23 @@ def main() -> None:
                   *a.ldm_set.split())]
     for row in rows:
         print(json.dumps(row), flush=True)
+    metrics = ("fd", "kid")  # KID is unbiased in n; FD's estimate is not
+    images, labels = text.heldout_images("mnist", a.n)  # the images the held-out prompts describe
+    with torch.no_grad():
+        recons = to_uint8(open_run(ae).model.reconstruct(Batch(images.float() / 127.5 - 1, labels)))
+    for name, x in (("held-out images", images), ("vae reconstructions", recons)):
+        m = evaluate_images(x, dataset="mnist", metrics=metrics)
+        print(json.dumps({"floor": name, "n": a.n, **{k: m[k]["value"] for k in metrics}}), flush=True)
     for kind in ("text", "class"):
         run_dir = out / f"ldm-{kind}-{a.denoiser}"
         for s in [float(x) for x in a.cfg.split(",")]:
             t0 = time.time()
-            r = evaluate_run(run_dir, n=a.n, metrics=("fd", "acc"), sampler_overrides=[*a.sampler.split(), f"cfg_scale={s:g}"],
-                             batch_size=a.batch_size, prompt_set=a.prompt_set)
+            r = evaluate_run(run_dir, n=a.n, metrics=("fd", "kid", "acc"),
+                             sampler_overrides=[*a.sampler.split(), f"cfg_scale={s:g}"], batch_size=a.batch_size,
+                             prompt_set=a.prompt_set)
             m = {k: v["value"] for k, v in r["metrics"].items() if isinstance(v, dict) and "value" in v}
             print(json.dumps({"run": run_dir.name, "cfg_scale": s, "n": a.n, "prompt_set": a.prompt_set, **m,
-                              "eval_s": round(time.time() - t0, 1)}),
-                  flush=True)
+                              "eval_s": round(time.time() - t0, 1)}), flush=True)
     run = open_run(out / f"ldm-text-{a.denoiser}")
     apply_overrides(run.config, [f"sampler.{kv}" for kv in a.sampler.split()] + ["sampler.cfg_scale=3"])
     seeds = 8

@@ -159,8 +159,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--n", type=EVAL_N, default=5000, help="samples to generate from a run (default 5000)")
     ev.add_argument("--n-ref", type=EVAL_N, default=10000, help="reference images (default 10000)")
     ev.add_argument("--prompt-set", default="heldout", choices=PROMPT_SETS,
-                    help="a text-conditioned run's prompts: the captions of held-out test images (default) or "
-                         "every class and attribute combination equally often")
+                    help="a text-conditioned run's prompts: heldout, the captions of held-out test images (default); "
+                         "uniform, every class and attribute combination equally often; label, the class alone")
     ev.add_argument("--bpd-n", type=EVAL_N, help="test images for bits/dim (default: --n)")
     ev.add_argument("--ref-split", default="train", choices=("train", "test"))
     ev.add_argument("--seed", type=SEED, default=0)
@@ -217,8 +217,8 @@ def _report_args(p: argparse.ArgumentParser) -> None:
                                            "e.g. 10,25,50, or NAME:STEPS such as ddim:50 (quality against "
                                            "sampling cost)")
     p.add_argument("--prompt-set", default="heldout", choices=PROMPT_SETS,
-                   help="a text entry's evaluation prompts: the captions of held-out test images (default) or "
-                        "every class and attribute combination equally often")
+                   help="a text entry's evaluation prompts: heldout, the captions of held-out test images (default); "
+                        "uniform, every class and attribute combination equally often; label, the class alone")
     p.add_argument("--fid-weights", help="path to the FID Inception weights")
     p.add_argument("--download", action="store_true", help="allow downloading data / FID weights")
     p.add_argument("--device", default="auto", help="evaluation device: auto | cpu | cuda")

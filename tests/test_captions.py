@@ -102,14 +102,22 @@ def test_held_out_prompts_are_the_captions_of_test_images_and_follow_their_distr
     require(importers.mnist_source(), importers.MNIST_INSTALL)
     test = load("mnist", "test")
     held_out = text.evaluation_prompts("mnist", 600)
-    assert torch.equal(held_out.labels, test.labels[:600])
-    measured = attributes.measure("mnist", test.images[:600])
+    assert torch.equal(held_out.labels, torch.arange(600) % 10), "the classes cycle, as the class runs' labels"
+    images, labels = text.heldout_images("mnist", 600)
+    sevens = test.images[test.labels == 7]
+    assert torch.equal(images[7], sevens[0]) and torch.equal(images[17], sevens[1]), "the k-th image of its class"
+    measured = attributes.measure("mnist", images)
     assert all(torch.equal(held_out.bins[a], measured[a]) for a in ("thickness", "slant"))
     i = int((held_out.labels == 7).nonzero()[0])
     words = {a: captions.SYNONYMS[a][int(held_out.bins[a][i])][0] for a in ("thickness", "slant")}
     assert held_out.texts[i] == captions.TEMPLATES["mnist"][0][1].format(label="seven", numeral=7, **words)
-    assert text.evaluation_prompts("mnist", 10001).texts[10000] == held_out.texts[0], "cycled past the split's end"
+    n_zeros = int((test.labels == 0).sum())
+    assert text.evaluation_prompts("mnist", 10 * n_zeros + 1).texts[-1] == held_out.texts[0], "cycled past the class"
     uniform = text.evaluation_prompts("mnist", 900, "uniform")
     assert all(torch.bincount(b, minlength=3).tolist() == [300] * 3 for b in uniform.bins.values())
-    with pytest.raises(ConfigError, match="unknown prompt set 'coco'; choose from: heldout, uniform"):
+    label = text.evaluation_prompts("mnist", 600, "label")  # the same images' classes, nothing else asked
+    assert torch.equal(label.labels, held_out.labels) and label.bins == {}
+    assert label.texts[i] == "the number seven", "the label-only template of the training captions"
+    assert "the number {label}" in [t for _, t in captions.TEMPLATES["mnist"]]
+    with pytest.raises(ConfigError, match="unknown prompt set 'coco'; choose from: heldout, uniform, label"):
         text.evaluation_prompts("mnist", 10, "coco")
