@@ -3,6 +3,7 @@ class-conditional ldm on the same VAE beside it (docs/text.md, Measured).
 
     python benchmarks/text_to_image.py --out runs/t2i [--n 1000] [--cfg 1,2,3,4] [--denoiser unet]
         [--sampler "name=dpm++2m steps=20"] [--prompt-set heldout|uniform|label] [--ldm-set "model.scale_shift=false"]
+        [--ae-set "model.beta=0.1"]
 
 Trains (or reuses, when finished) four quick runs with `genzoo train`, timing each: clip, vae
 (model.latent_channels=4), ldm with model.text_encoder=CLIP (data.captions=true) and ldm with class labels.
@@ -62,12 +63,14 @@ def main() -> None:
                    help="the evaluation prompts (evaluation.text.evaluation_prompts): the captions of held-out test "
                         "images (default), every digit and bin combination equally often, or the digit alone")
     p.add_argument("--sampler", default="name=dpm++2m steps=20", help="sampler knobs of every evaluation")
+    p.add_argument("--ae-set", default="", help="extra overrides of the vae run, e.g. 'model.beta=0.1' (a first stage "
+                                                "weighted towards reconstruction)")
     p.add_argument("--ldm-set", default="", help="extra overrides of both ldm runs, e.g. 'model.scale_shift=false' (the block before adaGN)")
     a = p.parse_args()
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     ae, clip = out / "ae", out / "clip"
-    rows = [train("clip", "clip", out), train("ae", "vae", out, "model.latent_channels=4"),
+    rows = [train("clip", "clip", out), train("ae", "vae", out, "model.latent_channels=4", *a.ae_set.split()),
             train(f"ldm-text-{a.denoiser}", "ldm", out, f"model.autoencoder={ae}", f"model.text_encoder={clip}",
                   "data.captions=true", f"model.denoiser={a.denoiser}", *a.ldm_set.split()),
             train(f"ldm-class-{a.denoiser}", "ldm", out, f"model.autoencoder={ae}", f"model.denoiser={a.denoiser}",
