@@ -3,10 +3,10 @@ class-conditional ldm on the same VAE beside it (docs/text.md, Measured).
 
     python benchmarks/text_to_image.py --out runs/t2i [--n 1000] [--cfg 1,2,3,4] [--denoiser unet]
         [--sampler "name=dpm++2m steps=20"] [--prompt-set heldout|uniform|label] [--ldm-set "model.scale_shift=false"]
-        [--ae-set "model.beta=0.1"]
+        [--ae-set "model.beta=0.01"]
 
 Trains (or reuses, when finished) four quick runs with `genzoo train`, timing each: clip, vae
-(model.latent_channels=4), ldm with model.text_encoder=CLIP (data.captions=true) and ldm with class labels.
+(model.latent_channels=4 and --ae-set), ldm with model.text_encoder=CLIP (data.captions=true) and ldm with class labels.
 Then scores both ldm runs at each guidance scale: the text run from the evaluation prompts
 (`evaluation.text.evaluation_prompts`, `--prompt-set`: by default the captions of held-out test images, naming
 digit, thickness and slant), the class run from labels. Beside them, the metric's floors at the same n: the
@@ -63,8 +63,9 @@ def main() -> None:
                    help="the evaluation prompts (evaluation.text.evaluation_prompts): the captions of held-out test "
                         "images (default), every digit and bin combination equally often, or the digit alone")
     p.add_argument("--sampler", default="name=dpm++2m steps=20", help="sampler knobs of every evaluation")
-    p.add_argument("--ae-set", default="", help="extra overrides of the vae run, e.g. 'model.beta=0.1' (a first stage "
-                                                "weighted towards reconstruction)")
+    p.add_argument("--ae-set", default="model.beta=0.01",
+                   help="extra overrides of the vae run (default model.beta=0.01: a first stage weighted towards "
+                        "reconstruction, as latent diffusion's; '' for the vae quick preset's ELBO, beta 1)")
     p.add_argument("--ldm-set", default="", help="extra overrides of both ldm runs, e.g. 'model.scale_shift=false' (the block before adaGN)")
     a = p.parse_args()
     out = Path(a.out).resolve()
