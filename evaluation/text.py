@@ -95,7 +95,7 @@ def heldout_images(dataset: str, n: int, data_cfg=None) -> tuple[torch.Tensor, t
     """n held-out images and their classes: the classes cycle as the class-conditional runs' labels do (sample i
     asks for class i mod K), and sample i takes the (i div K)-th test image of its class (cycled past the end of
     the class). A text run and a class run are then scored on the same mix of classes; the first n test images
-    would not do it (on MNIST, 116 twos and 85 zeros among the first 1000, which moves FD by about 5)."""
+    would not do it (on MNIST, 116 twos and 85 zeros among the first 1000)."""
     from genzoo import datasets
     from genzoo.config import DataConfig
 
