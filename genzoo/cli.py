@@ -207,7 +207,8 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     """The evaluation protocol of compare / report (the same for every entry)."""
     p.add_argument("--eval-n", type=EVAL_N, default=2000, help="samples per entry (default 2000)")
     p.add_argument("--metrics", help=f"comma-separated from {','.join(METRIC_NAMES)} (default: fd,kid,pr,is,acc,"
-                                     "bpd,bpd_ode where a domain classifier exists, else fid,kid,pr,bpd,bpd_ode)")
+                                     "bpd where a domain classifier exists, else fid,kid,pr,bpd; bpd_ode: the ODE "
+                                     "estimate beside a bound)")
     p.add_argument("--n-ref", type=EVAL_N, default=10000, help="reference images (default 10000)")
     p.add_argument("--bpd-n", type=EVAL_N, default=100, help="test images for bits/dim (default 100, at most --eval-n)")
     p.add_argument("--ref-split", default="train", choices=("train", "test"))

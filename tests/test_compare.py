@@ -154,8 +154,7 @@ def test_index_html_parses_and_embeds_every_image(finished):
 def test_results_json_carries_protocol_machine_and_costs(finished):
     out, _ = finished
     doc = json.loads((out / "results.json").read_text())
-    assert doc["protocol"]["n"] == 120 and doc["protocol"]["metrics"] == ["fd", "kid", "pr", "is", "acc", "bpd",
-                                                                          "bpd_ode"]
+    assert doc["protocol"]["n"] == 120 and doc["protocol"]["metrics"] == ["fd", "kid", "pr", "is", "acc", "bpd"]
     assert doc["protocol"]["reference"] == "digits/train" and doc["command"] == "test"
     for key in ("cpu", "cpu_count", "torch_threads", "gpu", "torch", "python"):
         assert key in doc["machine"]
