@@ -97,20 +97,19 @@ ENTRIES: dict[str, tuple[Stage, ...]] = {
     "vae": (Stage("vae", guidance=("temperature=0.5",)),),  # z ~ N(0, 0.5^2 I)
     "gan": (Stage("gan", guidance=("truncation=0.5",)),),  # class-conditional: a projection discriminator
     "pixelcnn": (Stage("pixelcnn", guidance=("cfg_scale=2",)),),
-    # one network position per 4x4 patch (T = 49, a local head within it): at minutes of CPU the pixel-by-pixel
-    # model (T = 784) sees too few images to draw digits (benchmarks/results/transformer_patch_cpu.jsonl); cfg 3
-    # nearly doubles its requested digit at an FD within 6% of unguided (4 and 5 add little, FD worse)
-    "transformer": (Stage("transformer", overrides=("model.patch=4",), guidance=("cfg_scale=3",),
-                          eval_batch=100),),
+    # the quick comparison runs the `short` preset, one network position per 4x4 patch (T = 49, a local head within
+    # it): at minutes of CPU the pixel-by-pixel model (T = 784) sees too few images to draw digits; cfg 3 nearly
+    # doubles its requested digit, 4 and 5 add nothing (benchmarks/results/transformer_patch_cpu.jsonl)
+    "transformer": (Stage("transformer", presets=(("quick", "short"),), guidance=("cfg_scale=3",), eval_batch=100),),
     "vqvae": (Stage("vqvae", share=0.5), Stage("transformer", share=0.5, autoencoder_from=0,  # + prior (a class token)
                                                presets=(("quick", "prior"),), guidance=("cfg_scale=2",))),
     "ddpm": (Stage("ddpm", overrides=ADAGN, sampler=DIFFUSION_SAMPLER, guidance=("cfg_scale=2",), eval_batch=50),),
     "ldm": (Stage("vae", share=0.4, overrides=("model.latent_channels=4",)),  # a spatial 4x7x7 latent
             Stage("ldm", share=0.6, autoencoder_from=0, sampler=LDM_SAMPLER,
                   guidance=("cfg_scale=3",))),  # diffusion in the VAE's latents
-    # 7x7 patches (16 tokens): at minutes of CPU the 4x4 patches of the quick preset (49 tokens) train 2.2x fewer
-    # steps and drew blobs; 16 tokens draw digits (benchmarks/results/dit_patch_cpu.jsonl)
-    "dit": (Stage("dit", overrides=("model.patch=7",), sampler=DIFFUSION_SAMPLER, guidance=("cfg_scale=4",),
+    # the quick comparison runs the `short` preset, 7x7 patches (16 tokens): at minutes of CPU the quick preset's
+    # 4x4 patches (49 tokens) train half the steps and drew blobs (benchmarks/results/dit_patch_cpu.jsonl)
+    "dit": (Stage("dit", presets=(("quick", "short"),), sampler=DIFFUSION_SAMPLER, guidance=("cfg_scale=4",),
                   eval_batch=50),),
     "flow": (Stage("flow", overrides=ADAGN, guidance=("cfg_scale=2",), eval_batch=50),),
 }

@@ -138,8 +138,8 @@ class CausalTransformer(GenerativeModel):
         if self.K > 1:  # the local head: Q_k, L_j[s] and a residual MLP
             self.local_pos = nn.Parameter(torch.zeros(self.K, d))
             self.local_emb = nn.Embedding(self.K * self.vocab, d)
-            self.local_mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, cfg.mlp_ratio * d), nn.GELU(),
-                                           nn.Linear(cfg.mlp_ratio * d, d))
+            w = cfg.local_ratio * d  # it runs at every sub-pixel (T of them, K times the network's positions)
+            self.local_mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, w), nn.GELU(), nn.Linear(w, d))
         self._init_weights()
 
     def _init_weights(self):
@@ -358,6 +358,7 @@ class TransformerConfig:
     p_uncond: Fraction = 0.1  # class_cond: label dropout for classifier-free guidance
     above: bool = True  # add an embedding of the token one row up to each input (see the module docstring)
     patch: Annotated[int, Range("[1, 64]")] = 1  # pixels: one network position per p x p patch (local head)
+    local_ratio: Annotated[int, Range("[1, 64]")] = 4  # patch > 1: the local head's MLP width, x d_model
     autoencoder: str = ""  # a finished vqvae run directory: model its token grids (TokenPrior, the VQ-VAE prior)
 
 
@@ -380,6 +381,15 @@ PRESETS = {
     "quick": {"model": {"d_model": 64, "n_layers": 4, "n_heads": 2, "class_cond": True, "class_every": True},
               "train": {"steps": 2240, "batch_size": 16, "lr": 3e-3, "warmup_steps": 30, "ema_decay": 0.99,
                         "log_every": 20, "sample_every": 0, "ckpt_every": 280, "n_grid": 100}},
+    # a few CPU minutes (the comparison's `transformer` entry at its quick preset): one network position per 4x4
+    # patch (T = 49) with a local head as wide as the network (it runs at all 784 sub-pixels: a wider one cost
+    # a third of the steps), in steps of 8 images, since at this budget more steps beat larger ones
+    # (benchmarks/results/transformer_patch_cpu.jsonl)
+    "short": {"model": {"d_model": 64, "n_layers": 4, "n_heads": 2, "class_cond": True, "class_every": True,
+                        "patch": 4, "local_ratio": 1},
+              "sampler": {"cfg_scale": 3.0},
+              "train": {"steps": 3200, "batch_size": 8, "lr": 3e-3, "warmup_steps": 30, "ema_decay": 0.99,
+                        "log_every": 20, "sample_every": 0, "ckpt_every": 400, "n_grid": 100}},
     # the VQ-VAE prior on MNIST, with model.autoencoder=RUN of a vqvae quick run (T = 7 x 7 = 49 tokens): a
     # short sequence, so a wider model trains in minutes to recognisable digits (docs/autoregressive.md)
     "prior": {"model": {"d_model": 128, "n_layers": 4, "n_heads": 4, "class_cond": False},

@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 from genzoo.models.diffusion import samplers
 from genzoo.models.dit import DiT, DiTConfig, DiTDiffusion, sincos_2d
@@ -33,9 +35,15 @@ def test_sincos_positions_are_distinct_and_bounded():
     assert torch.cdist(pos, pos).add(torch.eye(49)).min() > 0.1
 
 
-def test_an_image_size_that_the_patch_does_not_divide_is_a_clear_error():
-    with pytest.raises(ValueError, match="not divisible by model.patch"):
-        DiT(DiTConfig(patch=4), 1, (28, 30))
+def test_a_patch_that_does_not_divide_the_image_pads_it_to_whole_patches_and_crops_the_output():
+    torch.manual_seed(0)
+    net = DiT(DiTConfig(patch=7, hidden=32, depth=1, heads=2), 1, (8, 30))  # 2 x 5 patches of the padded 14 x 35
+    nn.init.normal_(net.out.weight), nn.init.normal_(net.ada_out[1].weight)  # not the zero output of the start
+    x, t = torch.randn(2, 1, 8, 30), torch.tensor([3, 7])
+    assert net.pos.shape[1] == 2 * 5 and net(x, t).shape == x.shape
+    padded = DiT(DiTConfig(patch=7, hidden=32, depth=1, heads=2), 1, (14, 35))
+    padded.load_state_dict(net.state_dict())  # the same weights on the zero-padded image, then cropped
+    assert torch.allclose(net(x, t), padded(F.pad(x, (0, 5, 0, 6)), t)[..., :8, :30], atol=1e-6)
 
 
 @pytest.mark.parametrize("name", samplers.SAMPLERS)
