@@ -572,6 +572,14 @@ def sweep_overrides(item: int | str) -> tuple[str | None, int, list[str]]:
     return name or None, steps, ([f"name={name}"] if name else []) + [f"steps={steps}"]
 
 
+def unguided_knobs(stage: dict, guidance: tuple[str, ...]) -> list[str]:
+    """The guidance knobs that the run's own sampler sets (a preset may), back at their family's defaults
+    (cfg_scale=1, temperature=1, ...): the unguided row is the model as trained."""
+    defaults, own = FAMILIES[stage["family"]].sampler(), stage["config"]["sampler"]
+    keys = [item.partition("=")[0] for item in guidance]
+    return [f"{k}={getattr(defaults, k)}" for k in keys if own.get(k, getattr(defaults, k)) != getattr(defaults, k)]
+
+
 def evaluate_entry(name: str, stages: list[dict], protocol: Protocol, *, sampler: tuple[str, ...] = (),
                    guidance: tuple[str, ...] = (), eval_batch: int = 0, progress: bool = False) -> tuple[dict, tuple]:
     """Score an entry (its last stage generates, with `sampler` and `guidance` over its run's sampler) and gather
@@ -589,7 +597,8 @@ def evaluate_entry(name: str, stages: list[dict], protocol: Protocol, *, sampler
                                      progress=progress)
     unguided_metrics = tuple(m for m in protocol.metrics_for(dataset) if m in ("fd", "fid", "acc"))
     unguided = evaluate_cached(last, replace(protocol, n=min(protocol.n_unguided, protocol.n)), dataset,
-                               sampler_overrides=list(sampler), metrics=unguided_metrics,
+                               sampler_overrides=list(sampler) + unguided_knobs(stages[-1], guidance),
+                               metrics=unguided_metrics,
                                progress=progress)[0] if guidance else None
     sweep = []
     if protocol.sampler_steps and "steps" in stages[-1]["config"]["sampler"]:

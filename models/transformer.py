@@ -387,7 +387,6 @@ PRESETS = {
     # (benchmarks/results/transformer_patch_cpu.jsonl)
     "short": {"model": {"d_model": 64, "n_layers": 4, "n_heads": 2, "class_cond": True, "class_every": True,
                         "patch": 4, "local_ratio": 1},
-              "sampler": {"cfg_scale": 3.0},
               "train": {"steps": 3200, "batch_size": 8, "lr": 3e-3, "warmup_steps": 30, "ema_decay": 0.99,
                         "log_every": 20, "sample_every": 0, "ckpt_every": 400, "n_grid": 100}},
     # the VQ-VAE prior on MNIST, with model.autoencoder=RUN of a vqvae quick run (T = 7 x 7 = 49 tokens): a

@@ -330,6 +330,29 @@ def test_a_stage_can_map_the_comparison_preset_to_its_own():
     assert (vq.model.channels, prior.model.d_model) == (32, 128)  # vqvae quick, transformer prior
 
 
+def test_the_unguided_row_undoes_guidance_that_the_runs_own_sampler_sets():
+    run = {"family": "transformer", "config": {"sampler": {"cfg_scale": 3.0, "temperature": 1.0}}}
+    assert C.unguided_knobs(run, ("cfg_scale=3",)) == ["cfg_scale=1.0"]
+    run["config"]["sampler"]["cfg_scale"] = 1.0  # nothing to undo: the cached evaluation's key stays the same
+    assert C.unguided_knobs(run, ("cfg_scale=3",)) == []
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "digits"])
+def test_the_quick_comparison_runs_dit_and_transformer_short_and_the_standard_one_their_own(dataset):
+    def config(name, preset):
+        (cfg,) = C.stage_configs(name, C.ENTRIES[name], dataset=dataset, preset=preset,
+                                 budget=C.Budget("minutes", 2.5), overrides=[], runs_dir=Path("/nonexistent")).configs
+        return cfg
+
+    dit, ar = config("dit", "quick"), config("transformer", "quick")
+    assert (dit.model.patch, ar.model.patch, ar.model.local_ratio, ar.train.batch_size) == (7, 4, 1, 8)
+    assert (config("dit", "standard").model.patch, config("transformer", "standard").model.patch) == (2, 1)
+    # 7 x 7 patches of an 8 x 8 digit: padded to whole patches, the denoiser returns the image's shape
+    model = FAMILIES["dit"].model(dit.model, (1, 8, 8) if dataset == "digits" else (1, 28, 28), 10)
+    x = torch.randn(2, *model.image_shape)
+    assert model.net(x, torch.tensor([1, 2]), torch.tensor([3, 4])).shape == x.shape
+
+
 # ----------------------------------------------------------------------------------------
 # issue 20: one conditioning, the budget used, the requested class, a curve for every entry
 
