@@ -573,9 +573,11 @@ def sweep_overrides(item: int | str) -> tuple[str | None, int, list[str]]:
 
 
 def unguided_knobs(stage: dict, guidance: tuple[str, ...]) -> list[str]:
-    """The guidance knobs that the run's own sampler sets (a preset may), back at their family's defaults
-    (cfg_scale=1, temperature=1, ...): the unguided row is the model as trained."""
-    defaults, own = FAMILIES[stage["family"]].sampler(), stage["config"]["sampler"]
+    """The guidance knobs that the run's own sampler sets (its preset may; read from the run's saved config),
+    back at their family's defaults (cfg_scale=1, temperature=1, ...): the unguided row is the model as trained."""
+    saved = Path(stage["run"]) / "config.json"
+    own = json.loads(saved.read_text())["sampler"] if saved.is_file() else stage["config"]["sampler"]
+    defaults = FAMILIES[stage["family"]].sampler()
     keys = [item.partition("=")[0] for item in guidance]
     return [f"{k}={getattr(defaults, k)}" for k in keys if own.get(k, getattr(defaults, k)) != getattr(defaults, k)]
 

@@ -330,11 +330,12 @@ def test_a_stage_can_map_the_comparison_preset_to_its_own():
     assert (vq.model.channels, prior.model.d_model) == (32, 128)  # vqvae quick, transformer prior
 
 
-def test_the_unguided_row_undoes_guidance_that_the_runs_own_sampler_sets():
-    run = {"family": "transformer", "config": {"sampler": {"cfg_scale": 3.0, "temperature": 1.0}}}
-    assert C.unguided_knobs(run, ("cfg_scale=3",)) == ["cfg_scale=1.0"]
-    run["config"]["sampler"]["cfg_scale"] = 1.0  # nothing to undo: the cached evaluation's key stays the same
-    assert C.unguided_knobs(run, ("cfg_scale=3",)) == []
+def test_the_unguided_row_undoes_guidance_that_the_runs_own_sampler_sets(tmp_path):
+    run = {"family": "transformer", "run": str(tmp_path), "config": {"sampler": {"cfg_scale": 1.0}}}
+    (tmp_path / "config.json").write_text(json.dumps({"sampler": {"cfg_scale": 3.0, "temperature": 1.0}}))
+    assert C.unguided_knobs(run, ("cfg_scale=3",)) == ["cfg_scale=1.0"]  # the saved run's sampler, not today's preset
+    (tmp_path / "config.json").write_text(json.dumps({"sampler": {"cfg_scale": 1.0, "temperature": 1.0}}))
+    assert C.unguided_knobs(run, ("cfg_scale=3",)) == []  # nothing to undo: the cached evaluation's key stays the same
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "digits"])
