@@ -109,7 +109,7 @@ ENTRIES: dict[str, tuple[Stage, ...]] = {
                   guidance=("cfg_scale=3",))),  # diffusion in the VAE's latents
     # the quick comparison runs the `short` preset, 7x7 patches (16 tokens): at minutes of CPU the quick preset's
     # 4x4 patches (49 tokens) train half the steps and drew blobs (benchmarks/results/dit_patch_cpu.jsonl)
-    "dit": (Stage("dit", presets=(("quick", "short"),), sampler=DIFFUSION_SAMPLER, guidance=("cfg_scale=4",),
+    "dit": (Stage("dit", presets=(("quick", "short"),), sampler=DIFFUSION_SAMPLER, guidance=("cfg_scale=3",),
                   eval_batch=50),),
     "flow": (Stage("flow", overrides=ADAGN, guidance=("cfg_scale=2",), eval_batch=50),),
 }
