@@ -575,11 +575,10 @@ def sweep_overrides(item: int | str) -> tuple[str | None, int, list[str]]:
 def unguided_knobs(stage: dict, guidance: tuple[str, ...]) -> list[str]:
     """The guidance knobs that the run's own sampler sets (its preset may; read from the run's saved config),
     back at their family's defaults (cfg_scale=1, temperature=1, ...): the unguided row is the model as trained."""
-    saved = Path(stage["run"]) / "config.json"
-    own = json.loads(saved.read_text())["sampler"] if saved.is_file() else stage["config"]["sampler"]
+    own = load_config_json((Path(stage["run"]) / ckpt.CONFIG).read_text()).sampler
     defaults = FAMILIES[stage["family"]].sampler()
     keys = [item.partition("=")[0] for item in guidance]
-    return [f"{k}={getattr(defaults, k)}" for k in keys if own.get(k, getattr(defaults, k)) != getattr(defaults, k)]
+    return [f"{k}={getattr(defaults, k)}" for k in keys if getattr(own, k) != getattr(defaults, k)]
 
 
 def evaluate_entry(name: str, stages: list[dict], protocol: Protocol, *, sampler: tuple[str, ...] = (),

@@ -7,7 +7,8 @@ x_t (B, C, H, W) is cut into p x p patches, linearly embedded to (B, N, D), N = 
 the input is zero-padded at the bottom and right to whole patches and the output cropped back. Each block is
 pre-norm attention + MLP whose LayerNorms are modulated by the conditioning c = embed(t) + embed(y) (adaLN,
 §3.2): shift, scale and a residual gate per branch, all regressed from c by a linear layer initialised to
-zero ("adaLN-Zero"), so every block starts as the identity. The final layer (adaLN + linear, zero-initialised) maps each token back to a p x p x C patch.
+zero ("adaLN-Zero"), so every block starts as the identity. The final layer (adaLN + linear,
+zero-initialised) maps each token back to a p x p x C patch.
 The `dit` family is the same Gaussian diffusion, samplers and classifier-free guidance as `ddpm`
 (models/ddpm.py) with this network in place of the U-Net.
 
@@ -265,7 +266,7 @@ PRESETS = {
               "train": {"steps": 2400, "batch_size": 32, "lr": 1e-3, "warmup_steps": 100, "ema_decay": 0.995,
                         "sample_every": 800, "ckpt_every": 400}},
     # a few CPU minutes (the comparison's `dit` entry at its quick preset): the quick network on 7x7 patches, 16
-    # tokens on 28x28 (padded to whole patches elsewhere), trains twice the steps of 4x4 patches in the same
+    # tokens on 28x28 (padded to whole patches elsewhere), trains 2.2x the steps of 4x4 patches in the same
     # minutes, and only then draws the requested digits (benchmarks/results/dit_patch_cpu.jsonl)
     "short": {"model": {"patch": 7, "hidden": 128, "depth": 6, "heads": 4, "T": 1000, "schedule": "cosine",
                         "objective": "v", "min_snr_gamma": 5.0, "class_cond": True},

@@ -382,8 +382,8 @@ PRESETS = {
               "train": {"steps": 2240, "batch_size": 16, "lr": 3e-3, "warmup_steps": 30, "ema_decay": 0.99,
                         "log_every": 20, "sample_every": 0, "ckpt_every": 280, "n_grid": 100}},
     # a few CPU minutes (the comparison's `transformer` entry at its quick preset): one network position per 4x4
-    # patch (T = 49) with a local head as wide as the network (it runs at all 784 sub-pixels: a wider one cost
-    # a third of the steps), in steps of 8 images, since at this budget more steps beat larger ones
+    # patch (T = 49) with a local head as wide as the network (it runs at all 784 sub-pixels: 4x as wide
+    # trained 1.4x fewer steps), in steps of 8 images, since at this budget more steps beat larger ones
     # (benchmarks/results/transformer_patch_cpu.jsonl)
     "short": {"model": {"d_model": 64, "n_layers": 4, "n_heads": 2, "class_cond": True, "class_every": True,
                         "patch": 4, "local_ratio": 1},

@@ -331,10 +331,14 @@ def test_a_stage_can_map_the_comparison_preset_to_its_own():
 
 
 def test_the_unguided_row_undoes_guidance_that_the_runs_own_sampler_sets(tmp_path):
-    run = {"family": "transformer", "run": str(tmp_path), "config": {"sampler": {"cfg_scale": 1.0}}}
-    (tmp_path / "config.json").write_text(json.dumps({"sampler": {"cfg_scale": 3.0, "temperature": 1.0}}))
-    assert C.unguided_knobs(run, ("cfg_scale=3",)) == ["cfg_scale=1.0"]  # the saved run's sampler, not today's preset
-    (tmp_path / "config.json").write_text(json.dumps({"sampler": {"cfg_scale": 1.0, "temperature": 1.0}}))
+    from genzoo.registry import resolve_config
+
+    run = {"family": "transformer", "run": str(tmp_path)}  # today's preset sets no guidance; the saved run did
+    saved = resolve_config("transformer", dataset="mnist", preset="short", overrides=["sampler.cfg_scale=3"])
+    (tmp_path / ckpt.CONFIG).write_text(saved.to_json())
+    assert C.unguided_knobs(run, ("cfg_scale=3",)) == ["cfg_scale=1.0"]
+    saved = resolve_config("transformer", dataset="mnist", preset="short")
+    (tmp_path / ckpt.CONFIG).write_text(saved.to_json())
     assert C.unguided_knobs(run, ("cfg_scale=3",)) == []  # nothing to undo: the cached evaluation's key stays the same
 
 
